@@ -1,0 +1,183 @@
+"""One dataclass holds everything a training run needs; it round-trips through YAML.
+
+``config.yaml`` in a run folder is this dataclass, fully resolved, so ``segdecay train
+--config RUN/config.yaml`` reruns it. Unknown keys and bad values fail with the file named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segdecay.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Field comments are the CLI's one-line help texts."""
+
+    # data
+    data: str = "synthetic"  # dataset spec: synthetic | camvid:PATH | folder:PATH
+    num_classes: int | None = None  # classes of a folder: dataset (else classes.txt)
+    class_names: list[str] | None = None  # class names of a folder: dataset
+    val_fraction: float = 0.2  # hold-out fraction when a folder: dataset has no val split
+    # model
+    arch: str = "unet"  # smp architecture (unet, fpn, deeplabv3plus, ...)
+    encoder: str = "resnet18"  # smp encoder (resnet18, mobilenet_v2, efficientnet-b0, ...)
+    encoder_weights: str | None = None  # pretrained encoder weights (needs a download)
+    dropout: float = 0.0  # Dropout2d probability before the segmentation head
+    # optimization
+    optimizer: str = "adamw"  # sgd | sgd-nesterov | adam | adamw
+    lr: float = 1e-3  # base learning rate
+    momentum: float = 0.9  # SGD momentum (beta1 of Adam is fixed at 0.9)
+    schedule: str = "poly"  # lr schedule per step: poly | cosine | constant
+    warmup_epochs: float = 0.0  # linear warmup length in epochs
+    # regularization
+    weight_decay: float = 1e-2  # lambda in L = L_data + (lambda/2)·sum(w^2)
+    decay_mode: str | None = None  # penalty | coupled | decoupled (default by optimizer)
+    l1: float = 0.0  # alpha of an L1 penalty alpha·sum|w| on the decayed tensors
+    no_decay: str = "ndim<2"  # tensors kept out of decay: ndim<2 | norm+bias | none
+    decay_rules: list[str] = field(default_factory=list)  # PATTERN=MULT lambda multipliers
+    # loss
+    loss: str = "ce"  # ce | dice | focal | ce+dice | lovasz
+    class_weights: str = "none"  # none | inverse | median | enet
+    # schedule of work
+    epochs: int = 30  # training epochs (ignored when steps is set)
+    steps: int | None = None  # total optimizer steps instead of epochs
+    batch_size: int = 8  # images per step
+    size: list[int] | None = None  # training input HxW (images resized); default native
+    crop: list[int] | None = None  # random crop HxW taken from the resized image
+    eval_size: list[int] | None = None  # input HxW at evaluation (default native)
+    augment: str = "flip"  # none | flip | light (+ scale 0.75-1.25) | strong (+ jitter)
+    # execution
+    seed: int = 0  # seed of weights, batch order and augmentation
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = True  # channels_last memory format
+    amp: bool = False  # bf16 autocast (CPU with AVX512-BF16/AMX, or GPU)
+    eval_every: int = 1  # validate every N epochs (and always at the end)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for YAML/JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        """Fields by name."""
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def help_texts() -> dict[str, str]:
+    """The one-line comment after each field in the source, used as CLI help."""
+    import inspect
+
+    texts = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and not line.startswith("#"):
+            name = line.split(":", 1)[0].strip()
+            texts[name] = line.split("#", 1)[1].strip()
+    return texts
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    f = TrainConfig.fields()[name]
+    kind = str(f.type)
+    if value is None:
+        if "None" in kind:
+            return None
+        raise UserError(f"{source}: '{name}' may not be empty")
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if kind.startswith("list[int]"):
+            if isinstance(value, str):
+                from segdecay.data.transforms import parse_size
+
+                return list(parse_size(value, name))
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [int(v) for v in value]
+        if kind.startswith("list[str]"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [str(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: '{name}' has a bad value {value!r} (expected {kind})") from exc
+
+
+def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = None) -> TrainConfig:
+    """A config from ``base`` overridden by ``values``; unknown keys are errors."""
+    known = TrainConfig.fields()
+    result = dataclasses.replace(base) if base else TrainConfig()
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UserError(f"{source}: unknown option '{key}'")
+        setattr(result, name, _coerce(name, value, source))
+    return result
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {p}: no such file")
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"--config {p}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--config {p}: not a text file") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"--config {p}: expected a mapping of option: value")
+    return values
+
+
+def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
+    """A TrainConfig from a YAML file."""
+    return from_dict(load_yaml(path), f"--config {path}", base)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

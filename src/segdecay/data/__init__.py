@@ -1,0 +1,124 @@
+"""Data sources behind one spec string, so configs and the CLI name a dataset in one option.
+
+Accepted specs: ``synthetic``, ``synthetic:KEY=VAL,...``, ``camvid:PATH`` and ``folder:PATH``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
+from segdecay.errors import UserError
+
+__all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset", "parse_value"]
+
+SPEC_FORMS = "synthetic, synthetic:KEY=VAL,..., camvid:PATH, folder:PATH"
+
+
+def parse_value(text: str) -> Any:
+    """Read ``text`` as int, float or bool where it looks like one, else keep the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _synthetic(
+    spec: str, args: str, seed: int, num_classes: int | None, class_names: list[str] | None
+) -> SegData:
+    """Call ``make_synthetic`` with the ``KEY=VAL`` pairs of the spec (checked by name)."""
+    from segdecay.data.synthetic import make_synthetic
+
+    kwargs: dict[str, Any] = {"seed": seed}
+    for item in filter(None, (part.strip() for part in args.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(
+                f"dataset spec '{spec}': '{item}' is not KEY=VAL; accepted forms: {SPEC_FORMS}"
+            )
+        kwargs[key.strip()] = parse_value(value.strip())
+
+    params = inspect.signature(make_synthetic).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_any:
+        accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise UserError(
+                f"dataset spec '{spec}': unknown key(s) {', '.join(unknown)}; "
+                f"accepted keys: {', '.join(accepted)}"
+            )
+    data = make_synthetic(**kwargs)
+    _check_fixed_classes(data, "the synthetic dataset", num_classes, class_names)
+    return data
+
+
+def _check_fixed_classes(
+    data: SegData, what: str, num_classes: int | None, class_names: list[str] | None
+) -> None:
+    """Datasets with built-in classes accept the class options only when they agree."""
+    n = data.info.num_classes
+    if num_classes is not None and num_classes != n:
+        raise UserError(f"option num_classes={num_classes} does not match {what}'s {n} classes")
+    if class_names is not None:
+        if len(class_names) != n:
+            raise UserError(
+                f"option class_names has {len(class_names)} names but {what} has {n} classes"
+            )
+        data.info.class_names = [str(c) for c in class_names]
+
+
+def load_dataset(
+    spec: str,
+    *,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> SegData:
+    """Load the dataset named by ``spec`` into memory (see the module docstring for forms).
+
+    ``num_classes`` and ``class_names`` matter for ``folder:`` data; for CamVid they may only
+    restate its 11 classes (names given are used for display). ``val_fraction`` and ``seed``
+    drive the hold-out split of folders without a provided val split.
+    """
+    spec = spec.strip()
+    scheme, sep, rest = spec.partition(":")
+    scheme = scheme.strip().lower()
+    rest = rest.strip()
+    if scheme == "synthetic":
+        return _synthetic(spec, rest, seed, num_classes, class_names)
+    if scheme not in ("camvid", "folder"):
+        raise UserError(f"unknown dataset spec '{spec}'; accepted forms: {SPEC_FORMS}")
+    if not sep or not rest:
+        raise UserError(f"dataset spec '{spec}' gives no path; accepted forms: {SPEC_FORMS}")
+    path = Path(rest).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"dataset spec '{spec}': path {path} does not exist; accepted forms: {SPEC_FORMS}"
+        )
+    if scheme == "folder":
+        from segdecay.data.folder import load_folder
+
+        return load_folder(
+            path,
+            num_classes=num_classes,
+            class_names=class_names,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+
+    from segdecay.data.camvid import CAMVID_CLASSES, load_camvid
+
+    n = len(CAMVID_CLASSES)
+    if num_classes is not None and num_classes != n:  # fail before decoding
+        raise UserError(f"option num_classes={num_classes} does not match CamVid's {n} classes")
+    data = load_camvid(path)
+    _check_fixed_classes(data, "CamVid", num_classes, class_names)
+    return data

@@ -1,0 +1,443 @@
+"""The training loop: flat and readable, in the manner of torchvision's reference script.
+
+One run = one folder. Every epoch rewrites ``metrics.csv`` and ``last.pt`` atomically; the
+checkpoint holds model, optimizer, scheduler, RNG states, history and clock, so ``--resume``
+continues exactly where the last finished epoch left off.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segdecay.checkpoint import load_checkpoint, save_checkpoint
+from segdecay.config import TrainConfig, atomic_write_text, save_config
+from segdecay.data import load_dataset
+from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
+from segdecay.data.transforms import augment_batch, get_preset, parse_size
+from segdecay.errors import UserError
+from segdecay.inference import iterate_batches, predict_logits
+from segdecay.losses import build_loss, class_weights
+from segdecay.metrics import SegmentationMetrics, format_iou_table
+from segdecay.models import build_model, output_stride
+from segdecay.optim import (
+    algorithm_name,
+    build_optimizer,
+    build_scheduler,
+    decay_report,
+    default_decay_mode,
+)
+from segdecay.regularization import describe_split, param_groups, regularization_term, weight_norm
+
+METRIC_COLUMNS = [
+    "epoch", "step", "lr", "train_loss", "data_loss", "reg_term", "train_miou",
+    "val_miou", "val_loss", "weight_norm", "decayed_norm", "seconds",
+]
+
+
+class Log:
+    """Progress for people: tqdm bars on a terminal, plain lines otherwise, nothing if quiet."""
+
+    def __init__(self, quiet: bool = False, stream=None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def line(self, text: str) -> None:
+        """One plain log line."""
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def bar(self, total: int, desc: str):
+        """A tqdm bar on a terminal, else a silent stand-in with the same methods."""
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, file=self.stream,
+                    disable=self.quiet or not self.tty, dynamic_ncols=True)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide the numbers of a run."""
+    import numpy
+    import segmentation_models_pytorch as smp
+
+    import segdecay
+
+    return {
+        "segdecay": segdecay.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "segmentation_models_pytorch": smp.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; an unavailable CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"--device '{name}': {exc}") from exc
+
+
+def resolve_train_size(config: TrainConfig, split: SegSplit, stride: int) -> tuple[int, int]:
+    """Input size of training batches: crop, else size, else the images' common size."""
+    hw = parse_size(config.crop, "--crop") or parse_size(config.size, "--size")
+    if hw is None:
+        hw = split.uniform_size()
+        if hw is None:
+            raise UserError("training images differ in size: pass --size HxW (and maybe --crop)")
+    if hw[0] % stride or hw[1] % stride:
+        fix = "x".join(str(max(stride, round(v / stride) * stride)) for v in hw)
+        raise UserError(
+            f"--size/--crop {hw[0]}x{hw[1]}: sides must be multiples of {stride} for "
+            f"{config.arch}/{config.encoder}; try {fix}"
+        )
+    return hw
+
+
+def _train_batch(
+    split: SegSplit,
+    idx: torch.Tensor,
+    config: TrainConfig,
+    hw: tuple[int, int],
+    gen: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    preset = get_preset(config.augment)
+    size = parse_size(config.size, "--size")
+    crop = parse_size(config.crop, "--crop")
+    frac = (crop[0] / size[0], crop[1] / size[1]) if crop and size else (1.0, 1.0)
+    stacked = split.stacked()
+    if stacked is not None:
+        images, masks = stacked[0][idx].to(device), stacked[1][idx].to(device)
+        return augment_batch(images, masks, hw, preset, gen, frac)
+    parts = [
+        augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
+                      hw, preset, gen, frac)
+        for i in idx.tolist()
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    split: SegSplit,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    loss_fn: nn.Module | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Metrics over the whole split at label resolution, and the mean loss per image."""
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
+    eval_hw = parse_size(config.eval_size, "--eval-size")
+    stride = output_stride(model)
+    loss_sum = torch.zeros((), device=device)
+    for images, masks in iterate_batches(split, max(1, config.batch_size), device):
+        logits = predict_logits(model, images, tuple(masks.shape[-2:]), eval_hw, stride,
+                                channels_last=config.channels_last, amp=config.amp)
+        target = masks.long()
+        metrics.update(logits, target)
+        if loss_fn is not None:
+            loss_sum += loss_fn(logits, target).detach() * images.shape[0]
+    return metrics.compute(), float(loss_sum) / max(1, len(split))
+
+
+def _write_metrics_csv(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic JSON with NaN/inf written as null (strict JSON readers choke on NaN)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    atomic_write_text(path, json.dumps(clean(payload), indent=2) + "\n")
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data: SegData | None = None,
+    log: Log | None = None,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train one model into the run folder ``out`` and return its summary.
+
+    ``stop_after_epochs`` ends this call early after that many epochs in total, as an
+    interruption would (used to test ``resume``).
+    """
+    out = Path(out)
+    log = log or Log()
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise UserError(f"--resume: {out / 'last.pt'} does not exist; nothing to resume")
+    elif (out / "last.pt").exists():
+        raise UserError(
+            f"--out {out}: holds a run already; pass --resume to continue it or choose "
+            "another folder (nothing was overwritten)"
+        )
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    if data is None:
+        data = load_dataset(config.data, num_classes=config.num_classes,
+                            class_names=config.class_names, val_fraction=config.val_fraction,
+                            seed=config.seed)
+    info = data.info
+    train_split = data.train
+    if len(train_split) == 0:
+        raise UserError(f"--data {config.data}: the training split is empty")
+
+    model = build_model(config.arch, config.encoder, info.num_classes, dropout=config.dropout,
+                        encoder_weights=config.encoder_weights)
+    stride = output_stride(model)
+    hw = resolve_train_size(config, train_split, stride)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    mode = config.decay_mode or default_decay_mode(config.optimizer)
+    resolved = replace(config, decay_mode=mode)
+    groups = param_groups(model, config.weight_decay, no_decay=config.no_decay,
+                          rules=config.decay_rules)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, mode,
+                                momentum=config.momentum, groups=groups)
+    n = len(train_split)
+    batch_size = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    scheduler = build_scheduler(optimizer, total_steps, config.schedule, warmup)
+
+    weights = class_weights(train_split.masks, info.num_classes, config.class_weights,
+                            IGNORE_INDEX)
+    loss_fn = build_loss(config.loss, info.num_classes,
+                         weights.to(device) if weights is not None else None, IGNORE_INDEX)
+    decay = decay_report(optimizer, config.optimizer, total_steps=total_steps,
+                         steps_per_epoch=steps_per_epoch, schedule=config.schedule,
+                         warmup_steps=warmup, momentum=config.momentum)
+    penalty_l2 = config.weight_decay if mode == "penalty" else 0.0
+    dataset_meta = {"name": info.name, "num_classes": info.num_classes,
+                    "class_names": list(info.class_names),
+                    "palette": [list(c) for c in info.palette]}
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(resolved, out / "config.yaml")
+    write_json(out / "decay.json", {
+        "algorithm": algorithm_name(config.optimizer, mode),
+        "optimizer": config.optimizer,
+        "decay_mode": mode,
+        "weight_decay": config.weight_decay,
+        "l1": config.l1,
+        "no_decay": config.no_decay,
+        "decay_rules": list(config.decay_rules),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "class_weights": weights.tolist() if weights is not None else None,
+        "groups": decay,
+    })
+
+    history: list[dict] = []
+    start_epoch, step, best, train_seconds = 0, 0, -1.0, 0.0
+    if resume:
+        state = load_checkpoint(out / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], gen)
+        start_epoch, step = state["epoch"], state["step"]
+        history, best = state["history"], state["best_miou"]
+        train_seconds = state["train_seconds"]
+        log.line(f"resuming {out} at epoch {start_epoch}/{epochs}")
+
+    log.line(f"data {info.name}: {n} train / {len(data.val)} val images, "
+             f"{info.num_classes} classes, input {hw[0]}x{hw[1]}, device {device}")
+    log.line(f"optimizer: {algorithm_name(config.optimizer, mode)}, lr {config.lr:g}, "
+             f"lambda {config.weight_decay:g}" + (f", l1 {config.l1:g}" if config.l1 else ""))
+    log.line(describe_split(optimizer.param_groups))
+
+    val_result: dict[str, Any] = {}
+    for epoch in range(start_epoch, epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            return {"interrupted_at_epoch": epoch}
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        sums = torch.zeros(2, device=device)
+        count = 0
+        train_metrics = SegmentationMetrics(info.num_classes, IGNORE_INDEX, device=device)
+        bar = log.bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}")
+        for b in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            idx = perm[b * batch_size : (b + 1) * batch_size]
+            x, target = _train_batch(train_split, idx, config, hw, gen, device)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+                logits = model(x)
+            logits = logits.float()
+            data_loss = loss_fn(logits, target)
+            loss = data_loss
+            if penalty_l2 or config.l1:
+                loss = loss + regularization_term(l2=penalty_l2, l1=config.l1,
+                                                  groups=optimizer.param_groups)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            count += 1
+            sums += torch.stack([loss.detach(), data_loss.detach()])
+            train_metrics.update(logits.detach(), target)
+            bar.update(1)
+            if log.tty and not log.quiet:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.close()
+        loss_mean, data_mean = (sums / max(1, count)).tolist()
+        if not math.isfinite(loss_mean):
+            raise UserError(f"training diverged at epoch {epoch + 1}: loss is {loss_mean}; "
+                            "lower --lr or --weight-decay")
+        with torch.no_grad():
+            reg_now = float(regularization_term(l2=config.weight_decay, l1=config.l1,
+                                                groups=optimizer.param_groups))
+        last_epoch = epoch + 1 == epochs
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_mean, "data_loss": data_mean, "reg_term": reg_now,
+            "train_miou": train_metrics.compute()["miou"],
+            "val_miou": None, "val_loss": None,
+            "weight_norm": weight_norm(p for p in model.parameters()),
+            "decayed_norm": weight_norm(
+                p for g in optimizer.param_groups if g.get("decay_mult", 0) > 0
+                for p in g["params"]),
+        }
+        if (epoch + 1) % max(1, config.eval_every) == 0 or last_epoch:
+            val_result, val_loss = evaluate_split(model, data.val, info.num_classes, config,
+                                                  device, loss_fn)
+            row["val_miou"], row["val_loss"] = val_result["miou"], val_loss
+        train_seconds += time.perf_counter() - t0
+        row["seconds"] = train_seconds
+        history.append(row)
+        improved = row["val_miou"] is not None and row["val_miou"] > best
+        if improved:
+            best = row["val_miou"]
+            save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1,
+                             "val_miou": best, "config": resolved.to_dict(),
+                             "dataset": dataset_meta}, out / "best.pt")
+        save_checkpoint({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state(gen),
+            "epoch": epoch + 1, "step": step, "history": history, "best_miou": best,
+            "train_seconds": train_seconds, "config": resolved.to_dict(),
+            "dataset": dataset_meta,
+        }, out / "last.pt")
+        _write_metrics_csv(out / "metrics.csv", history)
+        val_text = f"{row['val_miou']:.4f}" if row["val_miou"] is not None else "-"
+        log.line(f"epoch {epoch + 1}/{epochs} loss {loss_mean:.4f} (data {data_mean:.4f}, "
+                 f"reg {reg_now:.4g}) train mIoU {row['train_miou']:.4f} val mIoU {val_text} "
+                 f"lr {row['lr']:.3g} |w| {row['weight_norm']:.2f} {train_seconds:.0f}s")
+
+    if not val_result:  # resumed after the last epoch: evaluate the final weights again
+        val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device)
+    train_clean, _ = evaluate_split(model, train_split, info.num_classes,
+                                    replace(config, eval_size=None), device)
+    summary = {
+        "run": str(out),
+        "data": config.data,
+        "seed": config.seed,
+        "algorithm": algorithm_name(config.optimizer, mode),
+        "decay_mode": mode,
+        "weight_decay": config.weight_decay,
+        "l1": config.l1,
+        "epochs": epochs,
+        "steps": step,
+        "train_seconds": train_seconds,
+        "best_val_miou": best,
+        "best_epoch": max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
+        "final_val_miou": val_result["miou"],
+        "final_train_miou": train_clean["miou"],
+        "class_names": info.class_names,
+        "val": val_result,
+        "weight_norm": history[-1]["weight_norm"],
+        "versions": library_versions(),
+    }
+    write_json(out / "summary.json", summary)
+    from segdecay.report import write_train_report
+
+    write_train_report(out, history, summary, decay, info.class_names)
+    log.line(format_iou_table(val_result, info.class_names))
+    log.line(f"run folder: {out}")
+    return summary
+
+
+def load_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(config, dataset metadata, model in eval mode, device) of a run folder."""
+    from segdecay.config import from_dict
+
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"run folder {run}: does not exist")
+    ckpt_path = run / f"{checkpoint}.pt"
+    if not ckpt_path.is_file() and checkpoint == "best":
+        ckpt_path = run / "last.pt"
+    dev = resolve_device(device)
+    state = load_checkpoint(ckpt_path)
+    config = from_dict(state["config"], f"checkpoint {ckpt_path}")
+    meta = state["dataset"]
+    model = build_model(config.arch, config.encoder, meta["num_classes"],
+                        dropout=config.dropout)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return config, meta, model, dev

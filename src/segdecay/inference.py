@@ -1,0 +1,66 @@
+"""Forward passes for evaluation and prediction at the label resolution.
+
+Inputs are resized to the evaluation size (or kept native), padded to a multiple of the
+encoder's output stride, and the logits are cropped back and upsampled to the mask size, so
+a 360x480 CamVid label is scored at 360x480 whatever size the model saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdecay.data.base import SegSplit
+from segdecay.data.transforms import MEAN, STD
+
+
+def forward_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Logits for normalized ``x`` whose sides need not be multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return model(x)[..., :h, :w]
+
+
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    out_hw: tuple[int, int],
+    eval_hw: tuple[int, int] | None,
+    multiple: int,
+    channels_last: bool = False,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Float logits at ``out_hw`` for uint8 images [N,3,H,W]."""
+    x = images.float().div_(255.0)
+    if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
+        x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
+    x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = forward_padded(model, x, multiple)
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(out_hw):
+        logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
+    return logits
+
+
+def iterate_batches(
+    split: SegSplit, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of (uint8 images, masks) in order; same-size neighbours share a batch."""
+    stacked = split.stacked()
+    n = len(split)
+    if stacked is not None:
+        images, masks = stacked
+        for start in range(0, n, batch_size):
+            yield (images[start : start + batch_size].to(device),
+                   masks[start : start + batch_size].to(device))
+        return
+    for i in range(n):
+        yield split.images[i][None].to(device), split.masks[i][None].to(device)

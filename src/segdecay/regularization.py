@@ -1,0 +1,178 @@
+"""Weight decay mechanics: which tensors decay, how much, and by which rule.
+
+Three modes, one meaning of lambda (design.md, "Weight decay semantics"):
+
+- ``penalty``: the loss gets (lambda/2)·sum(w^2) (+ alpha·sum|w| for L1); the optimizer has none.
+- ``coupled``: the optimizer adds lambda·w to the gradient (torch SGD/Adam ``weight_decay``).
+- ``decoupled``: w shrinks by lr·lambda·w outside the adaptive statistics (AdamW, SGDW).
+
+Parameter groups follow nanoGPT/timm: tensors with ``ndim >= 2`` decay, norm scales/shifts and
+biases do not; name rules (MMEngine ``custom_keys`` style) override with a multiplier.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from segdecay.errors import UserError
+
+DECAY_MODES = ("penalty", "coupled", "decoupled")
+NO_DECAY_CHOICES = ("ndim<2", "norm+bias", "none")
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+@dataclass(frozen=True)
+class DecayRule:
+    """Parameters whose name matches ``pattern`` (regex search) get ``mult`` x lambda."""
+
+    pattern: str
+    mult: float
+
+    @classmethod
+    def parse(cls, text: str) -> DecayRule:
+        """Parse ``PATTERN=MULT`` as given to ``--decay-rule``."""
+        pattern, sep, mult = text.rpartition("=")
+        if not sep or not pattern:
+            raise UserError(f"--decay-rule '{text}': expected PATTERN=MULT, e.g. 'encoder\\.=0.5'")
+        try:
+            value = float(mult)
+            re.compile(pattern)
+        except ValueError as exc:
+            raise UserError(f"--decay-rule '{text}': MULT must be a number") from exc
+        except re.error as exc:
+            raise UserError(f"--decay-rule '{text}': bad regular expression ({exc})") from exc
+        if value < 0:
+            raise UserError(f"--decay-rule '{text}': MULT must be >= 0")
+        return cls(pattern, value)
+
+    def __str__(self) -> str:
+        return f"{self.pattern}={self.mult:g}"
+
+
+def _norm_param_names(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, _NORM_TYPES):
+            for param_name, _ in module.named_parameters(recurse=False):
+                names.add(f"{module_name}.{param_name}" if module_name else param_name)
+    return names
+
+
+def is_excluded(name: str, param: torch.Tensor, no_decay: str, norm_names: set[str]) -> bool:
+    """True when the default rules keep this tensor out of weight decay."""
+    if no_decay == "ndim<2":
+        return param.ndim < 2
+    if no_decay == "norm+bias":
+        return name in norm_names or name.endswith(".bias") or name == "bias"
+    if no_decay == "none":
+        return False
+    raise UserError(f"--no-decay '{no_decay}': choose one of {', '.join(NO_DECAY_CHOICES)}")
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    no_decay: str = "ndim<2",
+    rules: Sequence[DecayRule | str] = (),
+) -> list[dict]:
+    """Split trainable parameters into groups that share one decay multiplier.
+
+    Each group dict carries ``params`` plus bookkeeping that torch optimizers keep untouched:
+    ``group`` (its name), ``param_names``, ``decay_mult`` and ``weight_decay`` (= lambda x mult).
+    Groups come out as ``decay``, ``no_decay``, then one per matching rule, empty ones dropped.
+    """
+    if weight_decay < 0:
+        raise UserError(f"--weight-decay {weight_decay}: must be >= 0")
+    parsed = [r if isinstance(r, DecayRule) else DecayRule.parse(r) for r in rules]
+    norm_names = _norm_param_names(model)
+    buckets: dict[str, tuple[float, list[str], list[torch.Tensor]]] = {
+        "decay": (1.0, [], []),
+        "no_decay": (0.0, [], []),
+    }
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        rule = next((r for r in parsed if re.search(r.pattern, name)), None)
+        if rule is not None:
+            key = f"rule:{rule}"
+            buckets.setdefault(key, (rule.mult, [], []))
+        else:
+            key = "no_decay" if is_excluded(name, param, no_decay, norm_names) else "decay"
+        buckets[key][1].append(name)
+        buckets[key][2].append(param)
+    groups = []
+    for key, (mult, names, params) in buckets.items():
+        if params:
+            groups.append(
+                {
+                    "params": params,
+                    "group": key,
+                    "param_names": names,
+                    "decay_mult": mult,
+                    "weight_decay": weight_decay * mult,
+                }
+            )
+    return groups
+
+
+def describe_split(groups: Iterable[dict]) -> str:
+    """nanoGPT-style one-liner per group: how many tensors and parameters decay, and by how much."""
+    lines = []
+    for g in groups:
+        n_params = sum(p.numel() for p in g["params"])
+        lines.append(
+            f"{g['group']}: {len(g['params'])} tensors, {n_params:,} parameters, "
+            f"lambda={g.get('lambda', g['weight_decay']):g}"
+        )
+    return "\n".join(lines)
+
+
+def regularization_term(
+    model: nn.Module | None = None,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    groups: Sequence[dict] | None = None,
+) -> torch.Tensor:
+    """(l2/2)·sum(m·w^2) + l1·sum(m·|w|) over the decayed tensors, m the group multiplier.
+
+    With ``groups`` the multipliers come from them; otherwise the default split of ``model``.
+    This is the loss term of ``penalty`` mode (and of L1 in every mode); its gradient is
+    l2·m·w + l1·m·sign(w).
+    """
+    if groups is None:
+        if model is None:
+            raise ValueError("regularization_term needs a model or groups")
+        groups = param_groups(model, 1.0)
+    total: torch.Tensor | None = None
+    for g in groups:
+        mult = float(g.get("decay_mult", 1.0))
+        if mult == 0.0 or (l2 == 0.0 and l1 == 0.0):
+            continue
+        for p in g["params"]:
+            term = 0.0
+            if l2:
+                term = term + (0.5 * l2 * mult) * p.pow(2).sum()
+            if l1:
+                term = term + (l1 * mult) * p.abs().sum()
+            total = term if total is None else total + term
+    if total is None:
+        ref = next(iter(groups[0]["params"])) if groups and groups[0]["params"] else None
+        return torch.zeros((), device=ref.device if ref is not None else None)
+    return total
+
+
+@torch.no_grad()
+def weight_norm(params: Iterable[torch.Tensor]) -> float:
+    """Global L2 norm of the given tensors (the 'weight norm' column of metrics.csv)."""
+    sq = [p.detach().float().pow(2).sum() for p in params]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
