@@ -85,6 +85,17 @@ def help_texts() -> dict[str, str]:
     return texts
 
 
+# Counts that make no sense below these values (0 epochs, batches of 0 images, ...).
+_MINIMUM = {"epochs": 1, "steps": 1, "batch_size": 1, "eval_every": 1}
+
+
+def _label(name: str, source: str) -> str:
+    """How an error names the option: ``--batch-size`` or ``--config FILE: 'batch_size'``."""
+    if source == "command line":
+        return "--" + name.replace("_", "-")
+    return f"{source}: '{name}'"
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     f = TrainConfig.fields()[name]
     kind = str(f.type)
@@ -113,7 +124,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, str):
                 from segdecay.data.transforms import parse_size
 
-                return list(parse_size(value, name))
+                return list(parse_size(value, _label(name, source)))
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             return [int(v) for v in value]
@@ -136,7 +147,11 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
         name = key.replace("-", "_")
         if name not in known:
             raise UserError(f"{source}: unknown option '{key}'")
-        setattr(result, name, _coerce(name, value, source))
+        coerced = _coerce(name, value, source)
+        low = _MINIMUM.get(name)
+        if low is not None and coerced is not None and coerced < low:
+            raise UserError(f"{_label(name, source)} {coerced}: must be at least {low}")
+        setattr(result, name, coerced)
     return result
 
 
@@ -148,7 +163,12 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         values = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UserError(f"--config {p}: not valid YAML ({exc})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(
+            f"--config {p}: not valid YAML ({where}{' '.join(str(problem).split())})"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise UserError(f"--config {p}: not a text file") from exc
     if values is None:

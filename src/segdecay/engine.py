@@ -215,6 +215,10 @@ def train(
     """
     out = Path(out)
     log = log or Log()
+    for name, low in (("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("steps", 1)):
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
     if resume:
         if not (out / "last.pt").is_file():
             raise UserError(f"--resume: {out / 'last.pt'} does not exist; nothing to resume")

@@ -50,12 +50,13 @@ def predict_paths(
     config, meta, model, dev = load_run(run, checkpoint, device)
     hw = parse_size(eval_size, "--eval-size") if eval_size else parse_size(
         config.eval_size, "eval_size")
+    inputs = _inputs(Path(input_path))  # before creating --out: a typo leaves no folder
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     palette = np.array(meta["palette"], dtype=np.uint8).reshape(-1, 3)
     flat = palette.flatten().tolist() + [0] * (768 - palette.size)
     written = []
-    for path in _inputs(Path(input_path)):
+    for path in inputs:
         image = read_image(path)
         logits = predict_logits(model, image[None].to(dev), tuple(image.shape[-2:]), hw,
                                 output_stride(model), channels_last=config.channels_last,
