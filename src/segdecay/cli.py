@@ -76,6 +76,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not (out / "config.yaml").is_file():
             raise UserError(f"--resume: {out / 'config.yaml'} does not exist; nothing to resume")
         config = load_config(out / "config.yaml")
+        ignored = [_option(k) for k in vars(args) if k in TrainConfig.fields()]
+        if ignored and not args.quiet:
+            print(f"note: --resume continues {out / 'config.yaml'}; ignoring "
+                  f"{' '.join(ignored)}", file=sys.stderr)
     else:
         config = config_from_args(args)
     train(config, out, resume=args.resume, log=Log(quiet=args.quiet))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from segdecay.errors import UserError
+from segdecay.fileio import atomic_write_text
 
 
 @dataclass
@@ -33,20 +33,20 @@ class TrainConfig:
     encoder_weights: str | None = None  # pretrained encoder weights (needs a download)
     dropout: float = 0.0  # Dropout2d probability before the segmentation head
     # optimization
-    optimizer: str = "adamw"  # sgd | sgd-nesterov | adam | adamw
+    optimizer: str = "adamw"  # sgd | sgd-nesterov | adam | adamw (decoupled)
     lr: float = 1e-3  # base learning rate
     momentum: float = 0.9  # SGD momentum (beta1 of Adam is fixed at 0.9)
     schedule: str = "poly"  # lr schedule per step: poly | cosine | constant
     warmup_epochs: float = 0.0  # linear warmup length in epochs
     # regularization
-    weight_decay: float = 1e-2  # lambda in L = L_data + (lambda/2)·sum(w^2)
-    decay_mode: str | None = None  # penalty | coupled | decoupled (default by optimizer)
+    weight_decay: float = 0.1  # lambda in L = L_data + (lambda/2)·sum(w^2)
+    decay_mode: str | None = None  # penalty (loss) | coupled (grad) | decoupled (shrink)
     l1: float = 0.0  # alpha of an L1 penalty alpha·sum|w| on the decayed tensors
-    no_decay: str = "ndim<2"  # tensors kept out of decay: ndim<2 | norm+bias | none
-    decay_rules: list[str] = field(default_factory=list)  # PATTERN=MULT lambda multipliers
+    no_decay: str = "ndim<2"  # undecayed: ndim<2 | norm+bias | none
+    decay_rules: list[str] = field(default_factory=list)  # PATTERN=MULT: MULT x lambda
     # loss
-    loss: str = "ce"  # ce | dice | focal | ce+dice | lovasz
-    class_weights: str = "none"  # none | inverse | median | enet
+    loss: str = "ce"  # data loss (segmentation_models_pytorch losses; ce+dice sums both)
+    class_weights: str = "none"  # CE weights: inverse | median | enet
     # schedule of work
     epochs: int = 30  # training epochs (ignored when steps is set)
     steps: int | None = None  # total optimizer steps instead of epochs
@@ -181,21 +181,6 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
     """A TrainConfig from a YAML file."""
     return from_dict(load_yaml(path), f"--config {path}", base)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

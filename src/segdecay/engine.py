@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import platform
 import sys
@@ -22,11 +21,12 @@ import torch
 from torch import nn
 
 from segdecay.checkpoint import load_checkpoint, save_checkpoint
-from segdecay.config import TrainConfig, atomic_write_text, save_config
+from segdecay.config import TrainConfig, save_config
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import augment_batch, get_preset, parse_size
 from segdecay.errors import UserError
+from segdecay.fileio import atomic_write_text, write_json
 from segdecay.inference import iterate_batches, predict_logits
 from segdecay.losses import build_loss, class_weights
 from segdecay.metrics import SegmentationMetrics, format_iou_table
@@ -168,21 +168,6 @@ def _write_metrics_csv(path: Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
     atomic_write_text(path, buf.getvalue())
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Atomic JSON with NaN/inf written as null (strict JSON readers choke on NaN)."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    atomic_write_text(path, json.dumps(clean(payload), indent=2) + "\n")
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.data import load_dataset
-from segdecay.engine import evaluate_split, load_run, write_json
+from segdecay.engine import evaluate_split, load_run
 from segdecay.errors import UserError
+from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
 
 

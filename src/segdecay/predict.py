@@ -12,6 +12,7 @@ from segdecay.data.imageio import read_image
 from segdecay.data.transforms import parse_size
 from segdecay.engine import load_run
 from segdecay.errors import UserError
+from segdecay.fileio import atomic_open
 from segdecay.inference import predict_logits
 from segdecay.models import output_stride
 
@@ -30,9 +31,8 @@ def _inputs(path: Path) -> list[Path]:
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        image.save(fh, format="PNG")
 
 
 @torch.no_grad()

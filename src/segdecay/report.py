@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from segdecay.config import atomic_write_text
+from segdecay.fileio import atomic_write_text
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -78,6 +78,7 @@ def _curves(history: list[dict]) -> str:
     ax[0].plot(ep, series("val_loss"), "o-", label="val loss")
     ax[0].set_xlabel("epoch")
     ax[0].set_title("loss")
+    ax[0].set_yscale("log")
     ax[0].legend()
     ax[1].plot(ep, series("train_miou"), label="train mIoU (augmented batches)")
     ax[1].plot(ep, series("val_miou"), "o-", label="val mIoU")

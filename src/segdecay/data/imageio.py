@@ -8,7 +8,6 @@ raw (palette indices, not colours) because the loaders decide how values map to 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from segdecay.errors import UserError
+from segdecay.fileio import atomic_open
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -146,17 +146,8 @@ def write_png(
         flat = [int(c) for rgb in palette[:256] for c in rgb]
         img = Image.frombytes("P", img.size, arr.tobytes())
         img.putpalette(flat + [0] * (768 - len(flat)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        img.save(fh, format="PNG")
 
 
 def map_threaded(fn: Callable[[_T], _R], items: Iterable[_T], workers: int = 4) -> list[_R]:
