@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from segdecay.cli import build_parser, main
+from segdecay.config import TrainConfig
 
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 SYN_CLASSES = ["background", "disc", "fine_box", "coarse_box", "ellipse", "pole"]
@@ -301,7 +302,9 @@ def test_train_writes_complete_run_folder(run_dir: dict) -> None:
         assert keys <= set(g), keys - set(g)
     d, nd = groups["decay"], groups["no_decay"]
     assert decay["optimizer"] == "adamw" and d["mode"] == "decoupled"
-    assert d["weight_decay"] == pytest.approx(0.01) and d["lr"] == pytest.approx(1e-3)
+    defaults = TrainConfig()
+    assert d["weight_decay"] == pytest.approx(defaults.weight_decay)
+    assert d["lr"] == pytest.approx(defaults.lr)
     assert d["tau_steps"] == pytest.approx(1.0 / (d["lr"] * d["weight_decay"]))
     assert d["tau_epochs"] == pytest.approx(d["tau_steps"] / decay["steps_per_epoch"])
     assert 0.0 < d["integrated_shrinkage"] < 1.0
