@@ -13,6 +13,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -192,11 +193,13 @@ def train(
     data: SegData | None = None,
     log: Log | None = None,
     stop_after_epochs: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one model into the run folder ``out`` and return its summary.
 
     ``stop_after_epochs`` ends this call early after that many epochs in total, as an
-    interruption would (used to test ``resume``).
+    interruption would (used to test ``resume``). ``on_epoch`` sees each finished epoch's
+    metrics row after its checkpoint is written; it may raise to stop the run (a pruner).
     """
     out = Path(out)
     log = log or Log()
@@ -375,6 +378,8 @@ def train(
         log.line(f"epoch {epoch + 1}/{epochs} loss {loss_mean:.4f} (data {data_mean:.4f}, "
                  f"reg {reg_now:.4g}) train mIoU {row['train_miou']:.4f} val mIoU {val_text} "
                  f"lr {row['lr']:.3g} |w| {row['weight_norm']:.2f} {train_seconds:.0f}s")
+        if on_epoch is not None:
+            on_epoch(row)
 
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
         val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device)
