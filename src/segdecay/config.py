@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ def help_texts() -> dict[str, str]:
 
 # Counts that make no sense below these values (0 epochs, batches of 0 images, ...).
 _MINIMUM = {"epochs": 1, "steps": 1, "batch_size": 1, "eval_every": 1}
+_NON_NEGATIVE = {"lr", "momentum", "warmup_epochs", "weight_decay", "l1", "dropout",
+                 "val_fraction"}
 
 
 def _label(name: str, source: str) -> str:
@@ -125,9 +128,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 from segdecay.data.transforms import parse_size
 
                 return list(parse_size(value, _label(name, source)))
-            if not isinstance(value, (list, tuple)):
+            if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or (isinstance(v, float) and not v.is_integer())
+                for v in value
+            ):
                 raise ValueError
-            return [int(v) for v in value]
+            from segdecay.data.transforms import parse_size
+
+            # Same rules as the HxW text form: one or two sides, each at least 8.
+            return list(parse_size([int(v) for v in value], _label(name, source)))
         if kind.startswith("list[str]"):
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
@@ -135,7 +144,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError
             return [str(v) for v in value]
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # int(inf) overflows
         raise UserError(f"{source}: '{name}' has a bad value {value!r} (expected {kind})") from exc
 
 
@@ -144,13 +153,17 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
     known = TrainConfig.fields()
     result = dataclasses.replace(base) if base else TrainConfig()
     for key, value in values.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")  # YAML keys may be numbers, booleans or null
         if name not in known:
             raise UserError(f"{source}: unknown option '{key}'")
         coerced = _coerce(name, value, source)
         low = _MINIMUM.get(name)
         if low is not None and coerced is not None and coerced < low:
             raise UserError(f"{_label(name, source)} {coerced}: must be at least {low}")
+        if isinstance(coerced, float) and not math.isfinite(coerced):
+            raise UserError(f"{_label(name, source)} {coerced}: must be a finite number")
+        if name in _NON_NEGATIVE and coerced < 0:
+            raise UserError(f"{_label(name, source)} {coerced}: must be >= 0")
         setattr(result, name, coerced)
     return result
 

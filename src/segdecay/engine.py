@@ -2,16 +2,25 @@
 
 One run = one folder. Every epoch rewrites ``metrics.csv`` and ``last.pt`` atomically; the
 checkpoint holds model, optimizer, scheduler, RNG states, history and clock, so ``--resume``
-continues exactly where the last finished epoch left off.
+continues exactly where the last finished epoch left off. SIGINT/SIGTERM stop after the
+current step with a checkpoint that also holds the position inside the epoch (the epoch's
+permutation, the next batch, the running sums), so resuming it is exact too.
+
+A run that diverges (non-finite loss, or weights growing ``DIVERGENCE_NORM_FACTOR`` times
+their initial norm) stops with ``"status": "diverged"`` and the reason in ``summary.json``,
+and ``train`` returns that summary instead of raising, so a tuner can record the trial as
+failed and go on.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +38,7 @@ from segdecay.data.transforms import augment_batch, get_preset, parse_size
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_write_text, write_json
 from segdecay.inference import iterate_batches, predict_logits
+from segdecay.interrupt import StopRequest, TrainingInterrupted
 from segdecay.losses import build_loss, class_weights
 from segdecay.metrics import SegmentationMetrics, format_iou_table
 from segdecay.models import build_model, output_stride
@@ -45,6 +55,62 @@ METRIC_COLUMNS = [
     "epoch", "step", "lr", "train_loss", "data_loss", "reg_term", "train_miou",
     "val_miou", "val_loss", "weight_norm", "decayed_norm", "seconds",
 ]
+
+
+DIVERGENCE_NORM_FACTOR = 1e4
+"""A run whose weight norm exceeds this multiple of its initial norm has diverged."""
+
+
+def divergence_reason(
+    epoch: int, loss: float, norm: float, initial_norm: float, config: TrainConfig
+) -> str | None:
+    """Why the run diverged at the end of ``epoch`` (1-based), or None if it is healthy."""
+    advice = f"(lr {config.lr:g}, lambda {config.weight_decay:g}); lower --lr or --weight-decay"
+    if not math.isfinite(loss):
+        return f"train loss is {loss} at epoch {epoch} {advice}"
+    if not math.isfinite(norm):
+        return f"weight norm is {norm} at epoch {epoch} {advice}"
+    if norm > DIVERGENCE_NORM_FACTOR * initial_norm:
+        return (f"weight norm {norm:.4g} at epoch {epoch} exceeds {DIVERGENCE_NORM_FACTOR:g} x "
+                f"its initial {initial_norm:.4g} {advice}")
+    return None
+
+
+def _oom_message(config: TrainConfig) -> str:
+    """What to change when a batch does not fit on the GPU."""
+    size = "x".join(map(str, config.crop or config.size or [])) or "native"
+    total = ""
+    if torch.cuda.is_available():
+        dev = torch.cuda.current_device()
+        total = f" ({torch.cuda.get_device_properties(dev).total_memory / 1024**3:.1f} GiB)"
+    return (f"out of GPU memory{total} with --batch-size {config.batch_size} and input {size}; "
+            f"try a smaller --batch-size, a smaller --size or --crop, --amp, or a smaller "
+            f"--eval-size")
+
+
+def _stoppable(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``train`` with SIGINT/SIGTERM turned into a flag (``_ACTIVE.stop``) that the loop checks
+    between steps, and turn a CUDA out-of-memory error into a UserError that says what to
+    change (raised outside the except block so the failed step's tensors are freed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        outer = getattr(_ACTIVE, "stop", None)
+        _ACTIVE.stop = StopRequest()
+        try:
+            with _ACTIVE.stop:
+                return fn(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        finally:
+            _ACTIVE.stop = outer
+        torch.cuda.empty_cache()
+        raise UserError(_oom_message(args[0] if args else kwargs["config"]))
+
+    return wrapper
+
+
+_ACTIVE = threading.local()  # the StopRequest of the train() running in this thread
 
 
 class Log:
@@ -185,6 +251,7 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@_stoppable
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -194,15 +261,22 @@ def train(
     log: Log | None = None,
     stop_after_epochs: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoints: bool = True,
 ) -> dict[str, Any]:
     """Train one model into the run folder ``out`` and return its summary.
 
     ``stop_after_epochs`` ends this call early after that many epochs in total, as an
     interruption would (used to test ``resume``). ``on_epoch`` sees each finished epoch's
     metrics row after its checkpoint is written; it may raise to stop the run (a pruner).
+    ``checkpoints=False`` writes no .pt files (cross-validation folds are not resumed).
+
+    Returns the summary, whose ``status`` is ``"completed"`` or ``"diverged"`` (with a
+    ``reason``). SIGINT/SIGTERM raise :class:`TrainingInterrupted` after the current step,
+    once ``last.pt`` can resume exactly; a CUDA out-of-memory error becomes a UserError.
     """
     out = Path(out)
     log = log or Log()
+    stop: StopRequest = getattr(_ACTIVE, "stop", None) or StopRequest()
     for name, low in (("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("steps", 1)):
         value = getattr(config, name)
         if value is not None and value < low:
@@ -235,6 +309,8 @@ def train(
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    # Fixed by the seed (and pretrained weights), so a resumed run computes the same value.
+    initial_norm = weight_norm(p for p in model.parameters())
 
     mode = config.decay_mode or default_decay_mode(config.optimizer)
     resolved = replace(config, decay_mode=mode)
@@ -280,6 +356,18 @@ def train(
 
     history: list[dict] = []
     start_epoch, step, best, train_seconds = 0, 0, -1.0, 0.0
+    position: dict[str, Any] | None = None  # where inside an epoch an interruption stopped
+
+    def resume_state(epoch_done: int, **inside: Any) -> dict[str, Any]:
+        """What ``last.pt`` holds for an exact resume; ``inside`` adds a mid-epoch position."""
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state(gen),
+            "epoch": epoch_done, "step": step, "history": history, "best_miou": best,
+            "train_seconds": train_seconds, "config": resolved.to_dict(),
+            "dataset": dataset_meta, **inside,
+        }
+
     if resume:
         state = load_checkpoint(out / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
@@ -289,7 +377,13 @@ def train(
         start_epoch, step = state["epoch"], state["step"]
         history, best = state["history"], state["best_miou"]
         train_seconds = state["train_seconds"]
-        log.line(f"resuming {out} at epoch {start_epoch}/{epochs}")
+        if state.get("next_batch") is not None:
+            position = {k: state[k] for k in ("perm", "next_batch", "epoch_sums", "epoch_count",
+                                              "epoch_confusion")}
+            log.line(f"resuming {out} in epoch {start_epoch + 1}/{epochs} at batch "
+                     f"{position['next_batch'] + 1}/{steps_per_epoch}")
+        else:
+            log.line(f"resuming {out} at epoch {start_epoch}/{epochs}")
 
     log.line(f"data {info.name}: {n} train / {len(data.val)} val images, "
              f"{info.num_classes} classes, input {hw[0]}x{hw[1]}, device {device}")
@@ -303,14 +397,31 @@ def train(
             return {"interrupted_at_epoch": epoch}
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=gen)
-        sums = torch.zeros(2, device=device)
-        count = 0
         train_metrics = SegmentationMetrics(info.num_classes, IGNORE_INDEX, device=device)
+        if position is not None:  # resuming inside this epoch
+            perm, first_batch = position["perm"], position["next_batch"]
+            sums, count = position["epoch_sums"].to(device), position["epoch_count"]
+            train_metrics.confusion = position["epoch_confusion"].to(device)
+            position = None
+        else:
+            perm, first_batch = torch.randperm(n, generator=gen), 0
+            sums, count = torch.zeros(2, device=device), 0
         bar = log.bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}")
-        for b in range(steps_per_epoch):
+        bar.update(first_batch)
+        for b in range(first_batch, steps_per_epoch):
             if step >= total_steps:
                 break
+            if stop.requested:  # between steps: save the exact position and stop
+                bar.close()
+                train_seconds += time.perf_counter() - t0
+                if checkpoints:
+                    save_checkpoint(resume_state(
+                        epoch, perm=perm, next_batch=b, epoch_sums=sums, epoch_count=count,
+                        epoch_confusion=train_metrics.confusion), out / "last.pt")
+                _write_metrics_csv(out / "metrics.csv", history)
+                assert stop.signum is not None
+                raise TrainingInterrupted(stop.signum, str(out), f"in epoch {epoch + 1}/"
+                                          f"{epochs} after step {step}", checkpoints)
             idx = perm[b * batch_size : (b + 1) * batch_size]
             x, target = _train_batch(train_split, idx, config, hw, gen, device)
             if config.channels_last:
@@ -335,10 +446,28 @@ def train(
             if log.tty and not log.quiet:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
         bar.close()
-        loss_mean, data_mean = (sums / max(1, count)).tolist()
-        if not math.isfinite(loss_mean):
-            raise UserError(f"training diverged at epoch {epoch + 1}: loss is {loss_mean}; "
-                            "lower --lr or --weight-decay")
+        loss_mean, data_mean = (sums / max(1, count)).tolist()  # one host sync per epoch
+        norm_now = weight_norm(p for p in model.parameters())
+        reason = divergence_reason(epoch + 1, loss_mean, norm_now, initial_norm, config)
+        if reason is not None:
+            train_seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "step": step,
+                            "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_mean,
+                            "data_loss": data_mean, "weight_norm": norm_now,
+                            "seconds": train_seconds})
+            _write_metrics_csv(out / "metrics.csv", history)
+            summary = {
+                "status": "diverged", "reason": reason, "run": str(out), "data": config.data,
+                "seed": config.seed, "algorithm": algorithm_name(config.optimizer, mode),
+                "decay_mode": mode, "weight_decay": config.weight_decay, "l1": config.l1,
+                "lr": config.lr, "epochs": epochs, "diverged_at_epoch": epoch + 1,
+                "steps": step, "train_seconds": train_seconds,
+                "best_val_miou": best if best >= 0 else None, "final_val_miou": None,
+                "weight_norm": norm_now, "initial_weight_norm": initial_norm,
+                "versions": library_versions(),
+            }
+            write_json(out / "summary.json", summary)
+            return summary
         with torch.no_grad():
             reg_now = float(regularization_term(l2=config.weight_decay, l1=config.l1,
                                                 groups=optimizer.param_groups))
@@ -348,7 +477,7 @@ def train(
             "train_loss": loss_mean, "data_loss": data_mean, "reg_term": reg_now,
             "train_miou": train_metrics.compute()["miou"],
             "val_miou": None, "val_loss": None,
-            "weight_norm": weight_norm(p for p in model.parameters()),
+            "weight_norm": norm_now,
             "decayed_norm": weight_norm(
                 p for g in optimizer.param_groups if g.get("decay_mult", 0) > 0
                 for p in g["params"]),
@@ -363,16 +492,12 @@ def train(
         improved = row["val_miou"] is not None and row["val_miou"] > best
         if improved:
             best = row["val_miou"]
+        if improved and checkpoints:
             save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1,
                              "val_miou": best, "config": resolved.to_dict(),
                              "dataset": dataset_meta}, out / "best.pt")
-        save_checkpoint({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(gen),
-            "epoch": epoch + 1, "step": step, "history": history, "best_miou": best,
-            "train_seconds": train_seconds, "config": resolved.to_dict(),
-            "dataset": dataset_meta,
-        }, out / "last.pt")
+        if checkpoints:
+            save_checkpoint(resume_state(epoch + 1), out / "last.pt")
         _write_metrics_csv(out / "metrics.csv", history)
         val_text = f"{row['val_miou']:.4f}" if row["val_miou"] is not None else "-"
         log.line(f"epoch {epoch + 1}/{epochs} loss {loss_mean:.4f} (data {data_mean:.4f}, "
@@ -380,12 +505,17 @@ def train(
                  f"lr {row['lr']:.3g} |w| {row['weight_norm']:.2f} {train_seconds:.0f}s")
         if on_epoch is not None:
             on_epoch(row)
+        if stop.requested and epoch + 1 < epochs:  # the epoch's checkpoint resumes exactly
+            assert stop.signum is not None
+            raise TrainingInterrupted(stop.signum, str(out), f"after epoch {epoch + 1}/{epochs}",
+                                      checkpoints)
 
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
         val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device)
     train_clean, _ = evaluate_split(model, train_split, info.num_classes,
                                     replace(config, eval_size=None), device)
     summary = {
+        "status": "completed",
         "run": str(out),
         "data": config.data,
         "seed": config.seed,

@@ -12,6 +12,7 @@ biases do not; name rules (MMEngine ``custom_keys`` style) override with a multi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ class DecayRule:
             raise UserError(f"--decay-rule '{text}': MULT must be a number") from exc
         except re.error as exc:
             raise UserError(f"--decay-rule '{text}': bad regular expression ({exc})") from exc
-        if value < 0:
-            raise UserError(f"--decay-rule '{text}': MULT must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"--decay-rule '{text}': MULT must be a finite number >= 0")
         return cls(pattern, value)
 
     def __str__(self) -> str:

@@ -54,9 +54,31 @@ def _synthetic(
                 f"dataset spec '{spec}': unknown key(s) {', '.join(unknown)}; "
                 f"accepted keys: {', '.join(accepted)}"
             )
+    _check_synthetic_memory(spec, kwargs, params)
     data = make_synthetic(**kwargs)
     _check_fixed_classes(data, "the synthetic dataset", num_classes, class_names)
     return data
+
+
+def _check_synthetic_memory(
+    spec: str, kwargs: dict[str, Any], params: Any
+) -> None:
+    """Refuse a synthetic spec whose images would not fit in memory, before generating."""
+    from segdecay.resources import cache_bytes, check_cache_fits
+
+    def value(name: str) -> int:
+        raw = kwargs.get(name, params[name].default if name in params else 0)
+        try:
+            return max(0, int(raw))
+        except (TypeError, ValueError, OverflowError):
+            return 0  # make_synthetic reports bad values itself
+
+    side = value("size")
+    n = sum(value(k) for k in ("n_train", "n_val", "n_test"))
+    # Generation holds float32 working copies too: count 4x the uint8 cache.
+    message = check_cache_fits(4 * n * cache_bytes([(side, side)]), f"dataset spec '{spec}'", n)
+    if message:
+        raise UserError(message)
 
 
 def _check_fixed_classes(
@@ -81,12 +103,16 @@ def load_dataset(
     class_names: list[str] | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    problems: list[str] | None = None,
 ) -> SegData:
     """Load the dataset named by ``spec`` into memory (see the module docstring for forms).
 
     ``num_classes`` and ``class_names`` matter for ``folder:`` data; for CamVid they may only
     restate its 11 classes (names given are used for display). ``val_fraction`` and ``seed``
     drive the hold-out split of folders without a provided val split.
+
+    With a ``problems`` list, mistakes inside a folder or CamVid dataset are appended to it
+    and the bad samples left out (``segdecay check-data``); without one the first raises.
     """
     spec = spec.strip()
     scheme, sep, rest = spec.partition(":")
@@ -112,6 +138,7 @@ def load_dataset(
             class_names=class_names,
             val_fraction=val_fraction,
             seed=seed,
+            problems=problems,
         )
 
     from segdecay.data.camvid import CAMVID_CLASSES, load_camvid
@@ -119,6 +146,6 @@ def load_dataset(
     n = len(CAMVID_CLASSES)
     if num_classes is not None and num_classes != n:  # fail before decoding
         raise UserError(f"option num_classes={num_classes} does not match CamVid's {n} classes")
-    data = load_camvid(path)
+    data = load_camvid(path, problems=problems)
     _check_fixed_classes(data, "CamVid", num_classes, class_names)
     return data

@@ -8,11 +8,15 @@ and augmented as whole tensors (see ``segdecay.data.transforms``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 
 IGNORE_INDEX = 255
+
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -77,3 +81,29 @@ class SegData:
         if chosen is None:
             raise UserError(f"dataset '{self.info.name}' has no '{name}' split")
         return chosen
+
+
+def report(problems: list[str] | None, message: str) -> None:
+    """Raise ``message`` as a UserError, or append it to ``problems`` when collecting.
+
+    Loaders run each check once: ``train`` passes no list and stops at the first problem,
+    ``check-data`` passes a list and gets every problem from the very same checks.
+    """
+    from segdecay.errors import UserError
+
+    if problems is None:
+        raise UserError(message)
+    problems.append(message)
+
+
+def attempt(problems: list[str] | None, fn: Callable[..., _R], *args: Any) -> _R | None:
+    """``fn(*args)``; when collecting, a UserError it raises is recorded and None returned."""
+    from segdecay.errors import UserError
+
+    try:
+        return fn(*args)
+    except UserError as exc:
+        if problems is None:
+            raise
+        problems.append(str(exc))
+        return None

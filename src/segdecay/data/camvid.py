@@ -10,13 +10,15 @@ identical and must not be split across folds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
+from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit, attempt, report
 from segdecay.data.imageio import map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
+from segdecay.resources import cache_bytes, check_cache_fits, image_size
 
 CAMVID_CLASSES = [
     "Sky",
@@ -67,56 +69,91 @@ def sequence_id(name: str) -> str:
     return name.split("_", 1)[0]
 
 
-def _load_pair(pair: tuple[Path, Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode one image and its label map, check them, and map void to IGNORE_INDEX."""
+def _check_pair(
+    pair: tuple[Path, Path], problems: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Decode one image and its label map, check them, and map void to IGNORE_INDEX.
+
+    Returns None for a bad pair when collecting ``problems`` (else the first one raises).
+    """
     img_path, mask_path = pair
-    image = read_image(img_path)
-    raw = read_mask_raw(mask_path)
+    image = attempt(problems, read_image, img_path)
+    raw = attempt(problems, read_mask_raw, mask_path)
+    if raw is None:
+        return None
     if raw.ndim != 2:
-        raise UserError(
-            f"CamVid label map {mask_path} has {raw.shape[2]} channels; "
-            "expected a single-channel PNG with values 0..10 and 11 for void"
-        )
-    if raw.shape != tuple(image.shape[-2:]):
-        raise UserError(
-            f"CamVid label map {mask_path} is {raw.shape[0]}x{raw.shape[1]} (HxW) but image "
-            f"{img_path} is {image.shape[1]}x{image.shape[2]}"
-        )
+        report(problems, f"CamVid label map {mask_path} has {raw.shape[2]} channels; "
+               "expected a single-channel PNG with values 0..10 and 11 for void")
+        return None
+    ok = True
+    if image is not None and raw.shape != tuple(image.shape[-2:]):
+        report(problems, f"CamVid label map {mask_path} is {raw.shape[0]}x{raw.shape[1]} (HxW) "
+               f"but image {img_path} is {image.shape[1]}x{image.shape[2]}")
+        ok = False
     wide = raw.dtype != np.uint8
     if (wide and raw.size and (raw.min() < 0 or raw.max() > CAMVID_VOID)) or (
         not wide and _BAD[raw].any()
     ):
         bad = np.unique(raw[(raw < 0) | (raw > CAMVID_VOID)])
         shown = ", ".join(str(int(v)) for v in bad[:5])
-        raise UserError(
-            f"CamVid label map {mask_path} has label value(s) {shown}; "
-            f"expected 0..10 and {CAMVID_VOID} for void"
-        )
+        report(problems, f"CamVid label map {mask_path} has label value(s) {shown}; "
+               f"expected 0..10 and {CAMVID_VOID} for void")
+        ok = False
+    if image is None or not ok:
+        return None
     mask = torch.from_numpy(_LUT[raw.astype(np.uint8, copy=False)])
     return image, mask
 
 
-def _load_split(root: Path, split: str) -> SegSplit:
-    """Load ``root/split`` and ``root/splitannot`` into a SegSplit."""
+def _load_pair(pair: tuple[Path, Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and check one pair; the first problem raises a UserError."""
+    loaded = _check_pair(pair)
+    assert loaded is not None
+    return loaded
+
+
+def _load_split(root: Path, split: str, problems: list[str] | None = None) -> SegSplit:
+    """Load ``root/split`` and ``root/splitannot`` into a SegSplit (bad pairs are left out
+    when collecting ``problems``)."""
     img_dir, ann_dir = root / split, root / f"{split}annot"
-    for folder in (img_dir, ann_dir):
-        if not folder.is_dir():
-            raise UserError(f"CamVid folder {folder} is missing; {_LAYOUT}")
+    missing = [folder for folder in (img_dir, ann_dir) if not folder.is_dir()]
+    for folder in missing:
+        report(problems, f"CamVid folder {folder} is missing; {_LAYOUT}")
+    if missing:
+        return SegSplit(images=[], masks=[], names=[], groups=[])
     images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() == ".png")
     annots = {p.name for p in ann_dir.iterdir() if p.suffix.lower() == ".png"}
+    for folder in (img_dir, ann_dir):
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() != ".png" and not p.name.startswith(".") and p.is_file():
+                report(problems, f"CamVid folder {folder} holds {p.name}, which is not a PNG; "
+                       "move it out of the folder")
     if not images:
-        raise UserError(f"CamVid folder {img_dir} holds no PNG images; {_LAYOUT}")
+        report(problems, f"CamVid folder {img_dir} holds no PNG images; {_LAYOUT}")
     for p in images:
         if p.name not in annots:
-            raise UserError(f"CamVid image {p} has no label map {ann_dir / p.name}")
-    orphans = sorted(annots - {p.name for p in images})
-    if orphans:
-        raise UserError(
-            f"CamVid label map {ann_dir / orphans[0]} has no image {img_dir / orphans[0]}"
-        )
-    pairs = [(p, ann_dir / p.name) for p in images]
-    loaded = map_threaded(_load_pair, pairs, workers=4)
-    names = [p.stem for p in images]
+            report(problems, f"CamVid image {p} has no label map {ann_dir / p.name}")
+    for name in sorted(annots - {p.name for p in images}):
+        report(problems, f"CamVid label map {ann_dir / name} has no image {img_dir / name}")
+    pairs = [(p, ann_dir / p.name) for p in images if p.name in annots]
+    sizes = [image_size(p) for p, _ in pairs]
+    too_big = check_cache_fits(cache_bytes(hw for hw in sizes if hw is not None),
+                               f"CamVid folder {img_dir}", len(pairs))
+    if too_big:
+        raise UserError(too_big)
+    if problems is None:
+        loaded = map_threaded(_load_pair, pairs, workers=4)
+    else:
+        def one(pair: tuple[Path, Path]) -> tuple[Any, list[str]]:
+            found: list[str] = []
+            return _check_pair(pair, found), found
+
+        results = map_threaded(one, pairs, workers=4)
+        for _, found in results:
+            problems.extend(found)
+        kept = [(pair, r) for pair, (r, _) in zip(pairs, results, strict=True) if r is not None]
+        pairs, loaded = [p for p, _ in kept], [r for _, r in kept]
+    names = [p.stem for p, _ in pairs]
     return SegSplit(
         images=[im for im, _ in loaded],
         masks=[m for _, m in loaded],
@@ -125,19 +162,20 @@ def _load_split(root: Path, split: str) -> SegSplit:
     )
 
 
-def load_camvid(root: Path) -> SegData:
+def load_camvid(root: Path, problems: list[str] | None = None) -> SegData:
     """Load SegNet's CamVid from ``root`` (train/val required, test used when present).
 
     Masks hold 0..10 with void (11) remapped to ``IGNORE_INDEX``; any other value is a
     UserError naming the file. ``groups`` is each frame's sequence id (``0001TP``, ``Seq05VD``...).
+    With a ``problems`` list every problem is appended instead and bad pairs are left out.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"CamVid folder {root} does not exist; {_LAYOUT}")
-    train = _load_split(root, "train")
-    val = _load_split(root, "val")
+    train = _load_split(root, "train", problems)
+    val = _load_split(root, "val", problems)
     has_test = (root / "test").exists() or (root / "testannot").exists()
-    test = _load_split(root, "test") if has_test else None
+    test = _load_split(root, "test", problems) if has_test else None
     info = DatasetInfo(
         name="camvid",
         num_classes=len(CAMVID_CLASSES),

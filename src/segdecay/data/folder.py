@@ -14,6 +14,10 @@ Images and masks pair up by file stem. Masks may be index PNGs (values are class
 ignore), binary 0/255 masks (255 becomes class 1) or RGB masks decoded with ``palette.txt``.
 An ``ignore/`` region mask marks with 0 the pixels that carry no label. Every mistake in the
 folder is a UserError naming the file at fault, before any training starts.
+
+Each check runs once, in :func:`scan_folder`: without a ``problems`` list the first mistake
+raises (``train``); with one, every mistake is appended and the scan goes on with the samples
+that are fine (``segdecay check-data``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
+from segdecay.data.base import (
+    IGNORE_INDEX,
+    DatasetInfo,
+    SegData,
+    SegSplit,
+    attempt,
+    report,
+)
 from segdecay.data.imageio import IMAGE_SUFFIXES, map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
+from segdecay.resources import cache_bytes, check_cache_fits, image_size
 
 # tab20 (matplotlib), reordered so that the first ten are the strong tab10 colours.
 DEFAULT_PALETTE: list[tuple[int, int, int]] = [
@@ -59,7 +71,12 @@ _LAYOUT = (
     "ROOT/train/{images,masks} + ROOT/val/{images,masks} (+ optional ROOT/test/{images,masks})"
 )
 
-_PALETTE_LINE = re.compile(r"^(\d+)\s*[,\s]\s*(\d+)\s*[,\s]\s*(\d+)(?:\s*[,\s]\s*(.*))?$")
+_PALETTE_LINE = re.compile(
+    r"^([0-9]+)\s*[,\s]\s*([0-9]+)\s*[,\s]\s*([0-9]+)(?:\s*[,\s]\s*(.*))?$"
+)
+
+# Files that operating systems drop into folders; never data, never worth an error.
+_JUNK = {"thumbs.db", "desktop.ini"}
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
@@ -96,13 +113,23 @@ class _Sample:
     region: np.ndarray | None = None
 
 
+def _read_text(path: Path) -> str:
+    """A small text file as UTF-8; undecodable or unreadable files are UserErrors."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def _read_palette(path: Path) -> _Palette:
     """Parse ``palette.txt``; lines are ``R G B [name]``, ``R,G,B[,name]`` or ``ignore R G B``."""
     colours: list[tuple[int, int, int]] = []
     names: list[str | None] = []
     ignore: list[tuple[int, int, int]] = []
     seen: dict[tuple[int, int, int], int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -115,7 +142,8 @@ def _read_palette(path: Path) -> _Palette:
                 f"{path}, line {lineno}: cannot parse {line.strip()!r}; expected 'R G B [name]', "
                 "'R,G,B[,name]' or 'ignore R G B'"
             )
-        rgb_values = tuple(int(v) for v in m.group(1, 2, 3))
+        # More than 3 digits is out of range anyway (and int() refuses > 4300 digits).
+        rgb_values = tuple(int(v) if len(v) <= 3 else 256 for v in m.group(1, 2, 3))
         if any(v > 255 for v in rgb_values):
             raise UserError(f"{path}, line {lineno}: colour values must be 0..255")
         rgb = (rgb_values[0], rgb_values[1], rgb_values[2])
@@ -139,7 +167,7 @@ def _read_classes(path: Path) -> list[str]:
     """Class names from ``classes.txt``: one per line, blank and ``#`` lines skipped."""
     names = [
         ln.strip()
-        for ln in path.read_text(encoding="utf-8").splitlines()
+        for ln in _read_text(path).splitlines()
         if ln.strip() and not ln.strip().startswith("#")
     ]
     if not names:
@@ -147,63 +175,94 @@ def _read_classes(path: Path) -> list[str]:
     return names
 
 
-def _by_stem(folder: Path, what: str) -> dict[str, Path]:
-    """Image-like files in ``folder`` keyed by stem; two files with one stem is an error."""
+def _by_stem(folder: Path, what: str, problems: list[str] | None) -> dict[str, Path]:
+    """Image files in ``folder`` keyed by stem; other files and duplicate stems are problems."""
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.name.startswith(".") or p.name.lower() in _JUNK or p.is_dir():
             continue
-        if p.stem in found:
-            raise UserError(f"{what} {p} and {found[p.stem]} have the same name; keep only one")
-        found[p.stem] = p
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            report(problems, f"{what}s folder {folder} holds {p.name}, which is not an image file "
+                   f"(expected {' '.join(IMAGE_SUFFIXES)}); move it out of the folder")
+        elif p.stem in found:
+            report(problems, f"{what} {p} and {found[p.stem]} have the same name; keep only one")
+        else:
+            found[p.stem] = p
     return found
 
 
-def _collect(split_dir: Path, split: str) -> list[_Sample]:
+def _collect(split_dir: Path, split: str, problems: list[str] | None) -> list[_Sample]:
     """Pair ``images/`` with ``masks/`` (and ``ignore/``) inside one split folder."""
     img_dir, mask_dir, ign_dir = split_dir / "images", split_dir / "masks", split_dir / "ignore"
-    if not mask_dir.is_dir():
-        raise UserError(f"{img_dir} has no matching masks folder {mask_dir}; {_LAYOUT}")
-    images = _by_stem(img_dir, "image")
+    images = _by_stem(img_dir, "image", problems)
     if not images:
-        raise UserError(
-            f"images folder {img_dir} ({split} split) holds no images "
-            f"(looked for {' '.join(IMAGE_SUFFIXES)})"
-        )
-    masks = _by_stem(mask_dir, "mask")
-    ignores = _by_stem(ign_dir, "ignore mask") if ign_dir.is_dir() else {}
+        report(problems, f"images folder {img_dir} ({split} split) holds no images "
+               f"(looked for {' '.join(IMAGE_SUFFIXES)})")
+    if not mask_dir.is_dir():
+        report(problems, f"{img_dir} has no matching masks folder {mask_dir}; {_LAYOUT}")
+        return []
+    masks = _by_stem(mask_dir, "mask", problems)
+    ignores = _by_stem(ign_dir, "ignore mask", problems) if ign_dir.is_dir() else {}
+    if images and not masks:
+        report(problems, f"masks folder {mask_dir} ({split} split) holds no masks "
+               f"for the {len(images)} images in {img_dir}")
+        return []
     for stem, img in images.items():
         if stem not in masks:
-            raise UserError(f"image {img} has no mask; expected {mask_dir / (stem + '.png')}")
+            report(problems, f"image {img} has no mask; expected {mask_dir / (stem + '.png')}")
     for stem, mask in masks.items():
         if stem not in images:
-            raise UserError(f"mask {mask} has no image; expected {img_dir / stem}.<png|jpg|...>")
+            report(problems,
+                   f"mask {mask} has no image; expected {img_dir / stem}.<png|jpg|...>")
     for stem, ign in ignores.items():
         if stem not in images:
-            raise UserError(f"ignore mask {ign} has no image; expected {img_dir / stem}.<png|...>")
-    return [_Sample(stem, images[stem], masks[stem], ignores.get(stem)) for stem in sorted(images)]
+            report(problems,
+                   f"ignore mask {ign} has no image; expected {img_dir / stem}.<png|...>")
+    return [_Sample(stem, images[stem], masks[stem], ignores.get(stem))
+            for stem in sorted(images) if stem in masks]
 
 
-def _decode(sample: _Sample) -> _Sample:
-    """Read the files of one sample and check that their sizes agree."""
-    sample.image = read_image(sample.image_path)
+def _decode(sample: _Sample, problems: list[str] | None = None) -> bool:
+    """Read the files of one sample and check that their sizes agree; False if unusable."""
+    sample.image = attempt(problems, read_image, sample.image_path)
+    sample.raw = attempt(problems, read_mask_raw, sample.mask_path)
+    region = attempt(problems, read_mask_raw, sample.ignore_path) if sample.ignore_path else None
+    if sample.image is None or sample.raw is None:
+        return False
     h, w = sample.image.shape[-2:]
-    sample.raw = read_mask_raw(sample.mask_path)
+    ok = True
     if sample.raw.shape[:2] != (h, w):
         mh, mw = sample.raw.shape[:2]
-        raise UserError(
-            f"mask {sample.mask_path} is {mh}x{mw} (HxW) but image {sample.image_path} is {h}x{w}"
-        )
-    if sample.ignore_path is not None:
-        region = read_mask_raw(sample.ignore_path)
+        report(problems, f"mask {sample.mask_path} is {mh}x{mw} (HxW) but image "
+               f"{sample.image_path} is {h}x{w}")
+        ok = False
+    if region is not None:
         if region.shape[:2] != (h, w):
             rh, rw = region.shape[:2]
-            raise UserError(
-                f"ignore mask {sample.ignore_path} is {rh}x{rw} (HxW) but image "
-                f"{sample.image_path} is {h}x{w}"
-            )
+            report(problems, f"ignore mask {sample.ignore_path} is {rh}x{rw} (HxW) but image "
+                   f"{sample.image_path} is {h}x{w}")
+            ok = False
         sample.region = region.any(axis=2) if region.ndim == 3 else region != 0
-    return sample
+    elif sample.ignore_path is not None:
+        ok = False
+    return ok
+
+
+def _decode_all(samples: list[_Sample], problems: list[str] | None) -> list[_Sample]:
+    """Decode every sample on a few threads; the usable ones, problems in file order."""
+    if problems is None:
+        map_threaded(_decode, samples, workers=4)
+        return samples
+
+    def one(sample: _Sample) -> list[str]:
+        found: list[str] = []
+        _decode(sample, found)
+        return found
+
+    found = map_threaded(one, samples, workers=4)
+    for messages in found:
+        problems.extend(messages)
+    return [s for s, messages in zip(samples, found, strict=True) if not messages]
 
 
 def _colour_to_index(sample: _Sample, palette: _Palette, palette_path: Path) -> np.ndarray:
@@ -229,7 +288,9 @@ def _colour_to_index(sample: _Sample, palette: _Palette, palette_path: Path) -> 
     return mapped[inverse.reshape(-1)].reshape(keys.shape)
 
 
-def _find_splits(root: Path) -> tuple[Path, Path | None, Path | None]:
+def _find_splits(
+    root: Path, problems: list[str] | None = None
+) -> tuple[Path, Path | None, Path | None]:
     """The train, val and test split folders of ``root`` (val/test None when absent)."""
     if (root / "train" / "images").is_dir():
         train = root / "train"
@@ -243,7 +304,8 @@ def _find_splits(root: Path) -> tuple[Path, Path | None, Path | None]:
         if (d / "images").is_dir():
             found.append(d)
         elif d.is_dir():
-            raise UserError(f"{d} exists but has no images/ folder; {_LAYOUT}")
+            report(problems, f"{d} exists but has no images/ folder; {_LAYOUT}")
+            found.append(None)
         else:
             found.append(None)
     return train, found[0], found[1]
@@ -301,30 +363,35 @@ def _to_masks(
     palette: _Palette | None,
     num_classes: int | None,
     names: list[str] | None,
-) -> tuple[list[torch.Tensor], int, list[str]]:
-    """Turn raw masks of all splits into index masks, deciding binary/index/RGB dataset-wide."""
+    problems: list[str] | None = None,
+) -> tuple[list[torch.Tensor | None], int, list[str]]:
+    """Turn raw masks of all splits into index masks, deciding binary/index/RGB dataset-wide.
+
+    The mask of a sample with a problem is None (only when collecting problems).
+    """
     palette_path = root / "palette.txt"
-    index: list[np.ndarray] = []
+    index: list[np.ndarray | None] = []
     for s in samples:
         raw = s.raw
         assert raw is not None
         if raw.ndim == 3:
             if palette is not None:
-                raw = _colour_to_index(s, palette, palette_path)
+                raw = attempt(problems, _colour_to_index, s, palette, palette_path)
             elif np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(
                 raw[..., 0], raw[..., 2]
             ):
                 raw = raw[..., 0]  # grey levels saved as RGB: values are indices
             else:
-                raise UserError(
-                    f"mask {s.mask_path} is a colour (RGB) image; add {palette_path} with one "
-                    "'R G B name' line per class, or save masks as index PNGs"
-                )
+                report(problems, f"mask {s.mask_path} is a colour (RGB) image; add "
+                       f"{palette_path} with one 'R G B name' line per class, or save masks "
+                       "as index PNGs")
+                raw = None
         index.append(raw)
 
     values: set[int] = set()
     for arr in index:
-        values.update(np.unique(arr).tolist())
+        if arr is not None:
+            values.update(np.unique(arr).tolist())
     binary = (
         palette is None
         and num_classes in (None, 2)
@@ -332,35 +399,44 @@ def _to_masks(
         and values <= {0, IGNORE_INDEX}
     )
     if binary:
-        index = [np.where(arr == IGNORE_INDEX, 1, 0).astype(np.uint8) for arr in index]
+        index = [None if arr is None else np.where(arr == IGNORE_INDEX, 1, 0).astype(np.uint8)
+                 for arr in index]
         if names is None:
             num_classes, names = 2, ["background", "foreground"]
     if num_classes is None:
-        labels = values - {IGNORE_INDEX}
-        if any(v < 0 for v in labels):
-            bad = min(labels)
-            s = next(s for s, a in zip(samples, index, strict=True) if (a == bad).any())
-            raise UserError(f"mask {s.mask_path} has negative label value {bad}")
-        num_classes = max(labels) + 1 if labels else 1
-        if num_classes > IGNORE_INDEX:
-            s = next(s for s, a in zip(samples, index, strict=True) if (a >= IGNORE_INDEX).any())
-            raise UserError(
-                f"mask {s.mask_path} has label values above {IGNORE_INDEX - 1}; give masks with "
-                f"class ids 0..254 (255 = ignore)"
-            )
+        # Inferred from the values: class ids must be 0..254; offending masks are dropped.
+        for i, (s, arr) in enumerate(zip(samples, index, strict=True)):
+            if arr is None:
+                continue
+            if (arr < 0).any():
+                report(problems, f"mask {s.mask_path} has negative label value {int(arr.min())}")
+                index[i] = None
+            elif (arr > IGNORE_INDEX).any():
+                report(problems, f"mask {s.mask_path} has label values above {IGNORE_INDEX - 1}; "
+                       f"give masks with class ids 0..{IGNORE_INDEX - 1} ({IGNORE_INDEX} = ignore)")
+                index[i] = None
+        labels = set()
+        for arr in index:
+            if arr is not None:
+                labels.update(np.unique(arr).tolist())
+        labels.discard(IGNORE_INDEX)
+        num_classes = int(max(labels)) + 1 if labels else 1
         names = [f"class{i}" for i in range(num_classes)]
     assert names is not None
 
-    masks: list[torch.Tensor] = []
+    masks: list[torch.Tensor | None] = []
     for s, arr in zip(samples, index, strict=True):
+        if arr is None:
+            masks.append(None)
+            continue
         bad_px = ((arr >= num_classes) & (arr != IGNORE_INDEX)) | (arr < 0)
         if bad_px.any():
             bad = np.unique(arr[bad_px])
             shown = ", ".join(str(int(v)) for v in bad[:5])
-            raise UserError(
-                f"mask {s.mask_path} has label value(s) {shown} but there are {num_classes} "
-                f"classes (0..{num_classes - 1}, {IGNORE_INDEX} = ignore)"
-            )
+            report(problems, f"mask {s.mask_path} has label value(s) {shown} but there are "
+                   f"{num_classes} classes (0..{num_classes - 1}, {IGNORE_INDEX} = ignore)")
+            masks.append(None)
+            continue
         out = arr.astype(np.uint8)
         if s.region is not None:
             out = np.where(s.region, out, np.uint8(IGNORE_INDEX)).astype(np.uint8)
@@ -382,60 +458,76 @@ def load_folder(
     class_names: list[str] | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    problems: list[str] | None = None,
 ) -> SegData:
     """Load a generic images/masks folder (layouts in the module docstring) into memory.
 
     Without a provided ``val`` split, ``val_fraction`` of the training images (at least one)
     is held out with a generator seeded by ``seed``, so the split is reproducible.
+
+    Without ``problems`` the first mistake raises a UserError. With a list, every mistake is
+    appended to it and the dataset is built from the samples that are fine (splits may be
+    empty); only a folder that cannot be read at all still raises.
     """
     root = Path(root).expanduser()
     if not root.exists():
         raise UserError(f"dataset folder {root} does not exist; {_LAYOUT}")
     if not root.is_dir():
         raise UserError(f"dataset path {root} is not a folder; {_LAYOUT}")
-    train_dir, val_dir, test_dir = _find_splits(root)
-    palette = _read_palette(root / "palette.txt") if (root / "palette.txt").is_file() else None
-    num_classes, names = _class_setup(root, num_classes, class_names, palette)
+    train_dir, val_dir, test_dir = _find_splits(root, problems)
+    palette = None
+    if (root / "palette.txt").is_file():
+        palette = attempt(problems, _read_palette, root / "palette.txt")
+    setup = attempt(problems, _class_setup, root, num_classes, class_names, palette)
+    num_classes, names = setup if setup is not None else (None, None)
 
-    split_samples = {"train": _collect(train_dir, "train")}
+    split_samples = {"train": _collect(train_dir, "train", problems)}
     if val_dir is not None:
-        split_samples["val"] = _collect(val_dir, "val")
+        split_samples["val"] = _collect(val_dir, "val", problems)
     else:
         if not 0.0 < val_fraction < 1.0:
             raise UserError(
                 f"option val_fraction must be between 0 and 1 (exclusive), got {val_fraction}"
             )
-        if len(split_samples["train"]) < 2:
-            raise UserError(
-                f"images folder {train_dir / 'images'} holds only one image; a validation "
-                "split needs at least two images, or provide val/images + val/masks"
-            )
+        if len(split_samples["train"]) == 1:
+            report(problems, f"images folder {train_dir / 'images'} holds only one image; a "
+                   "validation split needs at least two images, or provide val/images + "
+                   "val/masks")
     if test_dir is not None:
-        split_samples["test"] = _collect(test_dir, "test")
+        split_samples["test"] = _collect(test_dir, "test", problems)
 
     all_samples = [s for group in split_samples.values() for s in group]
-    map_threaded(_decode, all_samples, workers=4)
-    masks, num_classes, names = _to_masks(all_samples, root, palette, num_classes, names)
-    mask_of = {id(s): m for s, m in zip(all_samples, masks, strict=True)}
+    sizes = [image_size(s.image_path) for s in all_samples]
+    too_big = check_cache_fits(cache_bytes(hw for hw in sizes if hw is not None),
+                               f"dataset folder {root}", len(all_samples))
+    if too_big:
+        raise UserError(too_big)
+    usable = {id(s) for s in _decode_all(all_samples, problems)}
+    good = [s for s in all_samples if id(s) in usable]
+    masks, num_classes, names = _to_masks(good, root, palette, num_classes, names, problems)
+    mask_of = {id(s): m for s, m in zip(good, masks, strict=True) if m is not None}
 
     def build(samples: list[_Sample]) -> SegSplit:
+        kept = [s for s in samples if id(s) in mask_of]
         images = []
-        for s in samples:
+        for s in kept:
             assert s.image is not None
             images.append(s.image)
         return SegSplit(
             images=images,
-            masks=[mask_of[id(s)] for s in samples],
-            names=[s.name for s in samples],
-            groups=[s.name for s in samples],
+            masks=[mask_of[id(s)] for s in kept],
+            names=[s.name for s in kept],
+            groups=[s.name for s in kept],
         )
 
     train = build(split_samples["train"])
     if "val" in split_samples:
         val = build(split_samples["val"])
-    else:
+    elif len(train) >= 2:
         train_idx, val_idx = _holdout(len(train), val_fraction, seed)
         train, val = train.subset(train_idx), train.subset(val_idx)
+    else:
+        val = build([])
     test = build(split_samples["test"]) if "test" in split_samples else None
 
     colours = list(palette.colours) if palette is not None else default_palette(num_classes)

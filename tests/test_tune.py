@@ -1,0 +1,198 @@
+"""Choosing lambda: 1-SE selection, group folds, resumable and shared Optuna studies."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import scipy.stats
+
+from segdecay.errors import UserError
+from segdecay.folds import group_keys, group_kfold
+from segdecay.selection import select_lambda, summarize
+from segdecay.storage import redact, resolve_storage_url
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pg_server import PASSWORD, postgres_server  # noqa: E402
+
+TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_one_standard_error_rule_on_hand_made_folds():
+    folds = {
+        0.0: [0.50, 0.52, 0.54],     # mean .52
+        1e-4: [0.55, 0.57, 0.59],    # mean .57, sd .02, se .02/sqrt(3) = .011547
+        1e-3: [0.56, 0.55, 0.57],    # mean .56 >= .57 - .011547 = .558453: within 1 SE
+        1e-2: [0.55, 0.56, 0.56],    # mean .556667 < .558453: outside
+        1e-1: [0.30, 0.31, 0.29],
+    }
+    choice = select_lambda(folds)
+    assert choice["lambda_min"] == 1e-4
+    assert choice["best_mean"] == pytest.approx(0.57)
+    assert choice["best_se"] == pytest.approx(0.02 / math.sqrt(3))
+    assert choice["threshold"] == pytest.approx(0.57 - 0.02 / math.sqrt(3))
+    assert choice["lambda_1se"] == 1e-3
+
+
+def test_one_se_can_reach_past_a_dip_and_equals_min_when_alone():
+    # largest lambda within 1 SE, even when a smaller lambda in between falls outside
+    choice = select_lambda({0.0: [0.6, 0.7], 1e-3: [0.2, 0.2], 1e-2: [0.64, 0.64]})
+    assert choice["lambda_min"] == 0.0 and choice["lambda_1se"] == 1e-2
+    assert select_lambda({1e-3: [0.5, 0.6]})["lambda_1se"] == 1e-3
+
+
+def test_standard_error_matches_scipy():
+    scores = [0.41, 0.47, 0.44, 0.52]
+    mean, se = summarize(scores)
+    assert se == pytest.approx(scipy.stats.sem(scores))
+    assert mean == pytest.approx(sum(scores) / 4)
+
+
+# ------------------------------------------------------------------ folds
+
+
+def test_group_kfold_keeps_groups_together_and_covers_every_image_once():
+    names = ([f"0001TP_{i:06d}" for i in range(0, 60, 3)] + [f"0006R0_f{i:05d}" for i in range(13)]
+             + [f"0016E5_{i:05d}" for i in range(30)] + [f"Seq05VD_f{i:05d}" for i in range(9)]
+             + [f"0001TP_{i:06d}" for i in range(100, 105)])
+    keys = group_keys(names, [], r"^([^_]+)_")
+    assert set(keys) == {"0001TP", "0006R0", "0016E5", "Seq05VD"}
+    folds = group_kfold(keys, 3, seed=4)
+    seen = [i for _, val in folds for i in val]
+    assert sorted(seen) == list(range(len(names)))  # every image validated exactly once
+    for train, val in folds:
+        assert set(train).isdisjoint(val) and len(train) + len(val) == len(names)
+        val_groups = {keys[i] for i in val}
+        assert val_groups.isdisjoint({keys[i] for i in train})  # no group straddles
+    assert group_kfold(keys, 3, seed=4) == folds  # seeded
+
+
+def test_group_kfold_errors_and_regex_errors():
+    with pytest.raises(UserError, match="--folds 5"):
+        group_kfold(["a", "a", "b"], 5)
+    with pytest.raises(UserError, match="--group-by"):
+        group_keys(["x_1", "y"], [], r"^(\w)_")
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_redact_hides_passwords_everywhere():
+    url = "postgresql://alice:pa:ss@word@db.example:5432/optuna?sslmode=require"
+    assert "pa:ss" not in redact(url)
+    assert redact("postgresql://alice:hunter2@h/db") == "postgresql://alice:***@h/db"
+    assert redact("postgresql://h/db?password=hunter2&x=1") == "postgresql://h/db?password=***&x=1"
+    assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert redact("see postgresql://bob:x@h/db now") == "see postgresql://bob:***@h/db now"
+
+
+def test_storage_defaults(tmp_path):
+    assert resolve_storage_url(None, tmp_path, 1).startswith("sqlite:///")
+    assert resolve_storage_url(None, tmp_path, 2) == f"journal:{tmp_path / 'study.journal'}"
+    with pytest.raises(UserError, match="SQLite"):
+        resolve_storage_url("sqlite:////x.db", tmp_path, 2)
+    with pytest.raises(UserError, match="--storage"):
+        resolve_storage_url("nonsense", tmp_path, 1)
+
+
+# ------------------------------------------------------------------ whole studies
+
+
+def _tune_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
+            "--grid", "0,0.1,1", "--folds", "2", "--epochs", "2", "--batch-size", "4",
+            "--pruner", "none", "--quiet", *extra]
+
+
+def _completed_per_lambda(tune_json: Path) -> dict[float, int]:
+    counts: dict[float, int] = {}
+    for t in json.loads(tune_json.read_text())["trials"]:
+        if t["state"] == "COMPLETE":
+            counts[t["weight_decay"]] = counts.get(t["weight_decay"], 0) + 1
+    return counts
+
+
+def test_tune_writes_outputs_and_rerun_repeats_nothing(tmp_path):
+    out = tmp_path / "tune"
+    subprocess.run(_tune_cmd(out, "--refit", "--pruner", "median"), check=True, env=ENV,
+                   timeout=300)
+    payload = json.loads((out / "tune.json").read_text())
+    assert {payload["lambda_min"], payload["lambda_1se"]} <= {0.0, 0.1, 1.0}
+    assert payload["chosen"] == payload["lambda_1se"]
+    assert payload["refit"]["split"] == "test" and 0 <= payload["refit"]["miou"] <= 1
+    assert (out / "trials.csv").read_text().count("\n") == 1 + len(payload["trials"])
+    html = (out / "report.html").read_text()
+    for section in ("Cross-validated mIoU against lambda", "Train and validation mIoU",
+                    "Compute saved by pruning", "optuna-dashboard"):
+        assert section in html
+    before = len(payload["trials"])
+    subprocess.run(_tune_cmd(out, "--refit", "--pruner", "median"), check=True, env=ENV,
+                   timeout=300)
+    assert len(json.loads((out / "tune.json").read_text())["trials"]) == before
+
+
+def _running_trial_with_progress(db: Path) -> bool:
+    try:
+        with sqlite3.connect(db) as con:
+            rows = con.execute(
+                "SELECT COUNT(*) FROM trials t JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' "
+                "AND a.key = 'epochs_run'").fetchone()
+        return rows[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def test_killed_worker_trial_is_failed_and_retried_without_duplicates(tmp_path):
+    out = tmp_path / "tune"
+    cmd = _tune_cmd(out, "--heartbeat", "1")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not _running_trial_with_progress(out / "study.db"):
+        assert proc.poll() is None and time.time() < deadline, "worker never got going"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # past the grace period (2 x heartbeat): the trial is stale
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
+    study = optuna.load_study(study_name="segdecay", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.FAIL in states  # the killed one, marked by the heartbeat
+    assert _completed_per_lambda(out / "tune.json") == {0.0: 1, 0.1: 1, 1.0: 1}
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path):
+    with postgres_server() as url:
+        out_a, out_b = tmp_path / "a", tmp_path / "b"
+        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1"]
+        procs = [subprocess.Popen(_tune_cmd(out, *common), env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+                 for out in (out_a, out_b)]
+        logs = [p.communicate(timeout=400)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], logs
+        storage = optuna.storages.RDBStorage(url)
+        study = optuna.load_study(study_name="shared", storage=storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert sorted(t.params["weight_decay"] for t in done) == [0, 0.01, 0.1, 1]
+        assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers did trials
+        storage.remove_session()
+        storage.engine.dispose()
+    for out, log in zip((out_a, out_b), logs, strict=True):
+        assert PASSWORD not in log
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert PASSWORD.encode() not in path.read_bytes(), path
+        assert "***" in json.loads((out / "tune.json").read_text())["storage"]
