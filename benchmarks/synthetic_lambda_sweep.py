@@ -1,4 +1,4 @@
-"""Train the demo recipe on the synthetic data over a lambda grid; print the fit picture.
+"""Train the demo recipe (40 epochs) over a lambda grid; print the fit picture.
 
 Shows what the synthetic dataset is for: without decay the model overfits (train mIoU far
 above val mIoU), a strong lambda underfits (both drop, the rare thin class first).
@@ -32,7 +32,7 @@ def main() -> None:
         for lam in lambdas:
             for seed in seeds:
                 out = Path(tmp) / f"wd{lam}_s{seed}"
-                s = train(replace(DEMO_CONFIG, weight_decay=lam, seed=seed), out,
+                s = train(replace(DEMO_CONFIG, epochs=40, weight_decay=lam, seed=seed), out,
                           log=Log(quiet=True))
                 import json
 

@@ -196,3 +196,20 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
             if path.is_file():
                 assert PASSWORD.encode() not in path.read_bytes(), path
         assert "***" in json.loads((out / "tune.json").read_text())["storage"]
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_study_still_chooses(tmp_path):
+    # SGDW with lr*lambda = 0.05 * 1e5 flips and blows up the weights: that trial diverges
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
+           "--grid", "0,0.01,100000", "--folds", "2", "--epochs", "2", "--batch-size", "4",
+           "--optimizer", "sgd", "--lr", "0.05", "--decay-mode", "decoupled",
+           "--pruner", "none", "--quiet"]
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
+    payload = json.loads((out / "tune.json").read_text())
+    by_lambda = {t["weight_decay"]: t for t in payload["trials"]}
+    assert by_lambda[100000.0]["state"] == "FAIL"
+    assert "weight norm" in by_lambda[100000.0]["failure"] or "nan" in \
+        by_lambda[100000.0]["failure"]
+    assert by_lambda[0.0]["state"] == by_lambda[0.01]["state"] == "COMPLETE"
+    assert payload["chosen"] in (0.0, 0.01)
