@@ -213,3 +213,37 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_study_still_chooses(tmp
         by_lambda[100000.0]["failure"]
     assert by_lambda[0.0]["state"] == by_lambda[0.01]["state"] == "COMPLETE"
     assert payload["chosen"] in (0.0, 0.01)
+
+
+def _journal_running_with_progress(path: Path) -> bool:
+    if not path.exists():
+        return False
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        study = optuna.load_study(study_name="segdecay", storage=optuna.storages.JournalStorage(
+            JournalFileBackend(str(path))))
+    except Exception:  # not written yet
+        return False
+    return any(t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("epochs_run")
+               for t in study.get_trials(deepcopy=False))
+
+
+def test_local_workers_on_a_journal_file_and_a_killed_worker_is_retried(tmp_path):
+    out = tmp_path / "tune"
+    journal = out / "study.journal"
+    cmd = _tune_cmd(out, "--storage", f"journal:{journal}")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not _journal_running_with_progress(journal):
+        assert proc.poll() is None and time.time() < deadline, "worker never got going"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # rerun with two local worker processes sharing the journal: the dead worker's trial is
+    # failed (its PID is gone), re-enqueued, and every lambda completes exactly once
+    subprocess.run([*cmd, "--workers", "2"], check=True, env=ENV, timeout=300)
+    assert _completed_per_lambda(out / "tune.json") == {0.0: 1, 0.1: 1, 1.0: 1}
+    failed = [t for t in json.loads((out / "tune.json").read_text())["trials"]
+              if t["state"] == "FAIL"]
+    assert [t["failure"] for t in failed] == ["worker process died"]

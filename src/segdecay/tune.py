@@ -237,6 +237,39 @@ def _done_count(study: optuna.Study) -> int:
                if t.state in finished and t.user_attrs.get("duplicate_of") is None)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def retry_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail and re-enqueue RUNNING trials whose worker process on this host is gone.
+
+    Optuna's heartbeat does this for RDB storages after a grace period; journal files have
+    no heartbeat, and their workers share one machine, so a dead PID is proof enough.
+    """
+    host = socket.gethostname()
+    retried = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        w_host, _, pid = worker.rpartition(":")
+        if w_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "failure", "worker process died")
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):  # another worker won
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        retried.append(t.number)
+    return retried
+
+
 def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_url: str,
                quiet: bool = True, threads: int | None = None) -> None:
     """One worker: join the study and run trials until the search is exhausted."""
@@ -253,6 +286,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
         sampler=_sampler(options), pruner=_pruner(options, base.epochs),
         direction="maximize", load_if_exists=True,
     )
+    retry_dead_local_trials(study)
     target = _n_trials(options)
     if _done_count(study) >= target and not any(
             t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)):
