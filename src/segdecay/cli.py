@@ -150,7 +150,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
         refit=args.refit, heartbeat=args.heartbeat,
     )
-    run_tune(config_from_args(args), options, Path(args.out), quiet=args.quiet)
+    config = config_from_args(args)
+    options.seed = config.seed  # fold assignment follows --seed too
+    run_tune(config, options, Path(args.out), quiet=args.quiet)
     return 0
 
 
