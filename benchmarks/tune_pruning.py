@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from segdecay.config import TrainConfig
+from segdecay.demo import DEMO_CONFIG
 from segdecay.tune import TuneOptions, parse_grid, run_tune
 
 
@@ -27,12 +29,15 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--select", default="min", choices=["min", "1se"])
+    parser.add_argument("--recipe", default="default", choices=["default", "demo"],
+                        help="TrainConfig defaults, or the demo's AdamW recipe")
     args = parser.parse_args()
     grid = parse_grid(args.grid)
     print(f"{'seed':>4} {'full epochs':>11} {'pruned epochs':>13} {'fraction':>8} "
           f"{'lambda full':>11} {'lambda pruned':>13} {'same/adjacent':>13} {'interior':>8}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        base = TrainConfig(data=args.data, seed=seed)
+        base = replace(DEMO_CONFIG if args.recipe == "demo" else TrainConfig(),
+                       data=args.data, seed=seed)
         results = {}
         with tempfile.TemporaryDirectory() as tmp:
             for pruner in ("none", args.pruner):
