@@ -177,7 +177,7 @@ def test_killed_worker_trial_is_failed_and_retried_without_duplicates(tmp_path):
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
     with postgres_server() as url:
         out_a, out_b = tmp_path / "a", tmp_path / "b"
-        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1"]
+        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1,3,10"]
         procs = [subprocess.Popen(_tune_cmd(out, *common), env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
                  for out in (out_a, out_b)]
@@ -186,7 +186,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
         storage = optuna.storages.RDBStorage(url)
         study = optuna.load_study(study_name="shared", storage=storage)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        assert sorted(t.params["weight_decay"] for t in done) == [0, 0.01, 0.1, 1]
+        assert sorted(t.params["weight_decay"] for t in done) == [0, 0.01, 0.1, 1, 3, 10]
         assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers did trials
         storage.remove_session()
         storage.engine.dispose()
