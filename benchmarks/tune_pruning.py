@@ -52,6 +52,9 @@ def main() -> None:
               f"{pruned['compute']['epochs_run']:>13} "
               f"{pruned['compute']['epochs_run'] / full['compute']['epochs_run']:>8.2f} "
               f"{a:>11g} {b:>13g} {str(close):>13} {str(interior):>8}", flush=True)
+        curve = ", ".join(f"{p['lam']:g}: {p['mean']:.3f}±{p['se']:.3f}"
+                          for p in full["selection"]["curve"])
+        print(f"     full-grid CV curve: {curve}", flush=True)
 
 
 if __name__ == "__main__":
