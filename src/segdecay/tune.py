@@ -168,9 +168,15 @@ class Objective:
     """Trains every fold for one trial's parameters and reports to the pruner."""
 
     def __init__(self, base: TrainConfig, options: TuneOptions, fits, run_dir: Path,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, progress: bool = False) -> None:
         self.base, self.options, self.fits, self.run_dir = base, options, fits, run_dir
         self.quiet = quiet
+        self.progress = progress
+
+    def say(self, text: str) -> None:
+        """One progress line per fold and per trial (the fits themselves stay quiet)."""
+        if self.progress:
+            print(text, flush=True)
 
     def __call__(self, trial: optuna.Trial) -> float:
         from segdecay.engine import Log, train
@@ -196,17 +202,21 @@ class Objective:
                     return
                 trial.report(row["val_miou"], i * epochs_per_fit + row["epoch"] - 1)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at fold {i} epoch {row['epoch']}")
+                    raise optuna.TrialPruned(f"pruned at fold {i + 1} epoch {row['epoch']}")
 
             try:
                 summary = train(replace(config, seed=self.base.seed + r), out, data=data,
                                 log=Log(quiet=self.quiet), on_epoch=report, checkpoints=False)
-            except optuna.TrialPruned:
+            except optuna.TrialPruned as pruned:
                 trial.set_user_attr("fold_scores", scores)
+                self.say(f"  trial {trial.number} {_describe(params)}: {pruned}")
                 raise
             if summary.get("status", "completed") != "completed":
                 trial.set_user_attr("failure", summary.get("reason", "run failed"))
                 raise RuntimeError(summary.get("reason", "run failed"))
+            self.say(f"  trial {trial.number} {_describe(params)} fold {i + 1}/"
+                     f"{len(self.fits)}: val mIoU {summary['final_val_miou']:.4f} "
+                     f"(train {summary['final_train_miou']:.4f})")
             scores.append(summary["final_val_miou"])
             train_scores.append(summary["final_train_miou"])
             norms.append(summary["weight_norm"])
@@ -216,8 +226,13 @@ class Objective:
             if wilcoxon:
                 trial.report(scores[-1], i)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after fold {i} (Wilcoxon)")
+                    raise optuna.TrialPruned(f"pruned after fold {i + 1} (Wilcoxon)")
         return sum(scores) / len(scores)
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{'lambda' if k == 'weight_decay' else k}={v:g}" if isinstance(v, float)
+                    else f"{k}={v}" for k, v in params.items())
 
 
 def _threads_for(workers: int) -> int:
@@ -271,7 +286,7 @@ def retry_dead_local_trials(study: optuna.Study) -> list[int]:
 
 
 def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_url: str,
-               quiet: bool = True, threads: int | None = None) -> None:
+               quiet: bool = True, threads: int | None = None, progress: bool = False) -> None:
     """One worker: join the study and run trials until the search is exhausted."""
     import torch
 
@@ -293,7 +308,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
         return
     stop_when_done = optuna.study.MaxTrialsCallback(
         target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    study.optimize(Objective(base, options, fits, run_dir, quiet=quiet),
+    study.optimize(Objective(base, options, fits, run_dir, quiet=quiet, progress=progress),
                    n_trials=None if options.search == "grid" else target * 2,
                    callbacks=[stop_when_done, _stop_on_duplicate], catch=(RuntimeError,),
                    gc_after_trial=True)
@@ -304,8 +319,10 @@ def _stop_on_duplicate(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
         study.stop()
 
 
-def _worker_entry(base: dict, options: dict, run_dir: str, url: str, threads: int) -> None:
-    run_worker(TrainConfig(**base), TuneOptions(**options), Path(run_dir), url, True, threads)
+def _worker_entry(base: dict, options: dict, run_dir: str, url: str, threads: int,
+                  progress: bool) -> None:
+    run_worker(TrainConfig(**base), TuneOptions(**options), Path(run_dir), url, True, threads,
+               progress)
 
 
 def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
@@ -321,12 +338,12 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
         f"{options.workers} worker(s)")
     started = time.perf_counter()
     if options.workers == 1:
-        run_worker(base, options, run_dir, url, quiet=True)
+        run_worker(base, options, run_dir, url, quiet=True, progress=not quiet)
     else:
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_worker_entry,
                              args=(asdict(base), asdict(options), str(run_dir), url,
-                                   _threads_for(options.workers)))
+                                   _threads_for(options.workers), not quiet))
                  for _ in range(options.workers)]
         for p in procs:
             p.start()
