@@ -80,14 +80,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: 32x32 batches gain nothing from more, and on a busy 2-core box
-    two spinning OpenMP threads make a 2 s run take 10-30 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

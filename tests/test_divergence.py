@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from segdecay.cli import EXIT_DIVERGED, main
 from segdecay.config import TrainConfig
@@ -23,12 +22,7 @@ SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 TINY = TrainConfig(data=SPEC, epochs=2, batch_size=4, device="cpu", optimizer="sgd")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_nan_loss_stops_the_run_with_status_diverged(tmp_path: Path) -> None:

@@ -31,12 +31,7 @@ ARGS = ["--data", SPEC, "--epochs", str(EPOCHS), "--batch-size", "4", "--device"
         "--dropout", "0.2", "--augment", "light", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
