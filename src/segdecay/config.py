@@ -87,7 +87,7 @@ def help_texts() -> dict[str, str]:
 
 
 # Counts that make no sense below these values (0 epochs, batches of 0 images, ...).
-_MINIMUM = {"epochs": 1, "steps": 1, "batch_size": 1, "eval_every": 1}
+MINIMUM_COUNTS = {"epochs": 1, "steps": 1, "batch_size": 1, "eval_every": 1}
 _NON_NEGATIVE = {"lr", "momentum", "warmup_epochs", "weight_decay", "l1", "dropout",
                  "val_fraction"}
 
@@ -157,7 +157,7 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
         if name not in known:
             raise UserError(f"{source}: unknown option '{key}'")
         coerced = _coerce(name, value, source)
-        low = _MINIMUM.get(name)
+        low = MINIMUM_COUNTS.get(name)
         if low is not None and coerced is not None and coerced < low:
             raise UserError(f"{_label(name, source)} {coerced}: must be at least {low}")
         if isinstance(coerced, float) and not math.isfinite(coerced):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from segdecay.checkpoint import load_checkpoint, save_checkpoint
-from segdecay.config import TrainConfig, save_config
+from segdecay.config import MINIMUM_COUNTS, TrainConfig, save_config
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import augment_batch, get_preset, parse_size
@@ -277,7 +277,7 @@ def train(
     out = Path(out)
     log = log or Log()
     stop: StopRequest = getattr(_ACTIVE, "stop", None) or StopRequest()
-    for name, low in (("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("steps", 1)):
+    for name, low in MINIMUM_COUNTS.items():  # the API path gets the CLI's checks
         value = getattr(config, name)
         if value is not None and value < low:
             raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
@@ -368,6 +368,16 @@ def train(
             "dataset": dataset_meta, **inside,
         }
 
+    def run_summary(status: str, **results: Any) -> dict[str, Any]:
+        """summary.json: what ran (shared by completed and diverged runs), then results."""
+        return {
+            "status": status, "run": str(out), "data": config.data, "seed": config.seed,
+            "algorithm": algorithm_name(config.optimizer, mode), "decay_mode": mode,
+            "weight_decay": config.weight_decay, "l1": config.l1, "epochs": epochs,
+            "steps": step, "train_seconds": train_seconds, **results,
+            "versions": library_versions(),
+        }
+
     if resume:
         state = load_checkpoint(out / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
@@ -456,16 +466,10 @@ def train(
                             "data_loss": data_mean, "weight_norm": norm_now,
                             "seconds": train_seconds})
             _write_metrics_csv(out / "metrics.csv", history)
-            summary = {
-                "status": "diverged", "reason": reason, "run": str(out), "data": config.data,
-                "seed": config.seed, "algorithm": algorithm_name(config.optimizer, mode),
-                "decay_mode": mode, "weight_decay": config.weight_decay, "l1": config.l1,
-                "lr": config.lr, "epochs": epochs, "diverged_at_epoch": epoch + 1,
-                "steps": step, "train_seconds": train_seconds,
-                "best_val_miou": best if best >= 0 else None, "final_val_miou": None,
-                "weight_norm": norm_now, "initial_weight_norm": initial_norm,
-                "versions": library_versions(),
-            }
+            summary = run_summary(
+                "diverged", reason=reason, lr=config.lr, diverged_at_epoch=epoch + 1,
+                best_val_miou=best if best >= 0 else None, final_val_miou=None,
+                weight_norm=norm_now, initial_weight_norm=initial_norm)
             write_json(out / "summary.json", summary)
             return summary
         with torch.no_grad():
@@ -514,27 +518,16 @@ def train(
         val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device)
     train_clean, _ = evaluate_split(model, train_split, info.num_classes,
                                     replace(config, eval_size=None), device)
-    summary = {
-        "status": "completed",
-        "run": str(out),
-        "data": config.data,
-        "seed": config.seed,
-        "algorithm": algorithm_name(config.optimizer, mode),
-        "decay_mode": mode,
-        "weight_decay": config.weight_decay,
-        "l1": config.l1,
-        "epochs": epochs,
-        "steps": step,
-        "train_seconds": train_seconds,
-        "best_val_miou": best,
-        "best_epoch": max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
-        "final_val_miou": val_result["miou"],
-        "final_train_miou": train_clean["miou"],
-        "class_names": info.class_names,
-        "val": val_result,
-        "weight_norm": history[-1]["weight_norm"],
-        "versions": library_versions(),
-    }
+    summary = run_summary(
+        "completed",
+        best_val_miou=best,
+        best_epoch=max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
+        final_val_miou=val_result["miou"],
+        final_train_miou=train_clean["miou"],
+        class_names=info.class_names,
+        val=val_result,
+        weight_norm=history[-1]["weight_norm"],
+    )
     write_json(out / "summary.json", summary)
     from segdecay.report import write_train_report
 

@@ -17,14 +17,17 @@ def evaluate_run(
     run: str | Path,
     *,
     data: str | None = None,
-    split: str = "val",
+    split: str | None = "val",
     checkpoint: str = "best",
     out: str | Path | None = None,
     eval_size: str | None = None,
     device: str = "auto",
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``run`` on ``split`` of ``data`` (default: the run's own dataset)."""
+    """Metrics of ``run`` on ``split`` of ``data`` (default: the run's own dataset).
+
+    ``split=None`` scores the test split, or the val split of data that has no test split.
+    """
     config, meta, model, dev = load_run(run, checkpoint, device)
     if eval_size is not None:
         config = replace(config, eval_size=eval_size)
@@ -34,9 +37,12 @@ def evaluate_run(
     if dataset.info.num_classes != meta["num_classes"]:
         raise UserError(f"--data {spec}: has {dataset.info.num_classes} classes but the run "
                         f"was trained with {meta['num_classes']}")
-    result, _ = evaluate_split(model, dataset.split(split), meta["num_classes"], config, dev)
+    if split is None:
+        split = "test" if dataset.test is not None else "val"
+    chosen = dataset.split(split)
+    result, _ = evaluate_split(model, chosen, meta["num_classes"], config, dev)
     payload = {"run": str(run), "data": spec, "split": split, "checkpoint": checkpoint,
-               "images": len(dataset.split(split)), "class_names": meta["class_names"],
+               "images": len(chosen), "class_names": meta["class_names"],
                **result}
     path = Path(out) if out else Path(run) / f"eval_{split}.json"
     write_json(path, payload)

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class TuneOptions:
     refit: bool = False
     seed: int = 0
     heartbeat: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_grid(text: str, option: str = "--grid") -> list[float]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+import json
+import shutil
 from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -82,23 +83,15 @@ def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say) -> d
     out = run_dir / "refit"
     config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"])
     if (out / "summary.json").is_file():
-        import json
-
         summary = json.loads((out / "summary.json").read_text())
     else:
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         say(f"refit on the whole training split with lambda={lam:g}")
         summary = train(config, out, log=Log(quiet=True))
-    from segdecay.data import load_dataset
-
-    data = load_dataset(base.data, num_classes=base.num_classes, class_names=base.class_names,
-                        val_fraction=base.val_fraction, seed=base.seed)
-    split = "test" if data.test is not None else "val"
-    result = evaluate_run(out, split=split, checkpoint="last", quiet=True)
-    return {"run": str(out), "weight_decay": lam, "split": split, "miou": result["miou"],
+    result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
+    return {"run": str(out), "weight_decay": lam, "split": result["split"],
+            "miou": result["miou"],
             "iou": result["iou"], "class_names": result["class_names"],
             "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"]}
 
@@ -156,8 +149,3 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
 def redact_config(config: TrainConfig) -> dict[str, Any]:
     """The config as a dict, any URL-like string value redacted."""
     return {k: redact(v) if isinstance(v, str) else v for k, v in asdict(config).items()}
-
-
-def finite(value: float | None) -> bool:
-    """True for a real number (not None/NaN/inf)."""
-    return value is not None and math.isfinite(value)
