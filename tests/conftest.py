@@ -14,3 +14,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def private_decode_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own decoded-dataset cache, never the user's ~/.cache."""
+    monkeypatch.setenv("SEGDECAY_CACHE", str(tmp_path_factory.mktemp("decode-cache")))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
+from segdecay.data.cache import cached
 from segdecay.errors import UserError
 
 __all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset", "parse_value"]
@@ -132,20 +133,24 @@ def load_dataset(
     if scheme == "folder":
         from segdecay.data.folder import load_folder
 
-        return load_folder(
-            path,
-            num_classes=num_classes,
-            class_names=class_names,
-            val_fraction=val_fraction,
-            seed=seed,
-            problems=problems,
-        )
+        def folder() -> SegData:
+            return load_folder(path, num_classes=num_classes, class_names=class_names,
+                               val_fraction=val_fraction, seed=seed, problems=problems)
+
+        if problems is not None:  # check-data always scans every file
+            return folder()
+        options = {"num_classes": num_classes, "class_names": class_names,
+                   "val_fraction": val_fraction, "seed": seed}
+        return cached(path.resolve(), "folder", options, folder)
 
     from segdecay.data.camvid import CAMVID_CLASSES, load_camvid
 
     n = len(CAMVID_CLASSES)
     if num_classes is not None and num_classes != n:  # fail before decoding
         raise UserError(f"option num_classes={num_classes} does not match CamVid's {n} classes")
-    data = load_camvid(path, problems=problems)
+    if problems is None:
+        data = cached(path.resolve(), "camvid", {}, lambda: load_camvid(path))
+    else:
+        data = load_camvid(path, problems=problems)
     _check_fixed_classes(data, "CamVid", num_classes, class_names)
     return data
