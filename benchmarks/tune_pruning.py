@@ -1,12 +1,18 @@
 """Same lambda grid with and without pruning: compute used and whether the choice moves.
 
     .venv/bin/python benchmarks/tune_pruning.py [--data synthetic] [--grid 0,1e-4,...]
-        [--pruner median] [--seeds 0,1,2]
+        [--pruners median,hyperband,wilcoxon] [--seeds 0,1,2] [--verify]
 
-Prints, per seed, the fit-epochs each search used, the fraction pruning needed of the full
-grid, both choices of lambda, and whether they agree within one grid step. The issue's
-target: under 0.5 of the compute with the same choice. Also reports whether lambda.min of
-the full grid is interior (neither the smallest nor the largest lambda).
+Per seed it runs the full grid once (no pruning) with k-fold CV, which records every trial's
+per-epoch val mIoU. Each pruner is then replayed on those recorded curves, trial by trial
+in the same order, through Optuna's own pruner objects: a pruned trial's curve is a prefix
+of the full one because runs are deterministic (same seed, same numbers on CPU), so the
+replay makes exactly the decisions a real pruned study would, at no extra training cost.
+``--verify`` also runs the first pruner for real and checks the replay against it.
+
+Prints, per seed and pruner, the fit-epochs used as a fraction of the full grid, both
+choices of lambda, and whether they agree within one grid step (the issue's target: under
+0.5 of the compute with the same choice), and whether the full grid's lambda.min is interior.
 """
 
 from __future__ import annotations
@@ -16,45 +22,103 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
+
 from segdecay.config import TrainConfig
 from segdecay.demo import DEMO_CONFIG
-from segdecay.tune import TuneOptions, parse_grid, run_tune
+from segdecay.selection import select_lambda
+from segdecay.storage import resolve_storage_url
+from segdecay.tune import TuneOptions, _pruner, parse_grid, reports_per_fold, run_tune
+
+
+def recorded_trials(run_dir: Path, options: TuneOptions) -> list[dict]:
+    """Every complete trial of a finished study: lambda, per-epoch curve and fold scores."""
+    url = resolve_storage_url(options.storage, run_dir, options.workers)
+    study = optuna.load_study(study_name=options.study, storage=url)
+    return [{"lam": t.params["weight_decay"], "curve": dict(t.intermediate_values),
+             "folds": list(t.user_attrs["fold_scores"])}
+            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def replay(trials: list[dict], options: TuneOptions, epochs: int) -> dict:
+    """Run ``options.pruner`` over recorded trials; fit-epochs used and the lambda chosen."""
+    # Hyperband assigns brackets by a hash of the study name and trial number: same name.
+    study = optuna.create_study(study_name=options.study, direction="maximize",
+                                pruner=_pruner(options, epochs),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    used, results = 0, {}
+    for rec in trials:
+        trial = study.ask()
+        if reports_per_fold(options):
+            steps = [(i, score, (i + 1) * epochs) for i, score in enumerate(rec["folds"])]
+        else:
+            steps = [(s, v, s + 1) for s, v in sorted(rec["curve"].items())]
+        pruned = False
+        for step, value, cost in steps:
+            trial.report(value, step)
+            if trial.should_prune():
+                used += cost
+                pruned = True
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        if not pruned:
+            used += epochs * len(rec["folds"])
+            results[rec["lam"]] = rec["folds"]
+            study.tell(trial, sum(rec["folds"]) / len(rec["folds"]))
+    picked = select_lambda(results)
+    key = "lambda_min" if options.select == "min" else "lambda_1se"
+    return {"epochs_run": used, "chosen": picked[key]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--grid", default="0,1e-5,1e-4,1e-3,1e-2,1e-1")
-    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--pruners", default="median,hyperband,wilcoxon")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--select", default="min", choices=["min", "1se"])
+    parser.add_argument("--select", default="1se", choices=["min", "1se"])
     parser.add_argument("--recipe", default="default", choices=["default", "demo"],
-                        help="TrainConfig defaults, or the demo's AdamW recipe")
+                        help="TrainConfig defaults, or the demo's recipe")
+    parser.add_argument("--verify", action="store_true",
+                        help="also run the first pruner for real and compare with the replay")
+    parser.add_argument("--keep", default=None,
+                        help="keep the studies in this folder; a rerun reuses finished ones")
     args = parser.parse_args()
     grid = parse_grid(args.grid)
-    print(f"{'seed':>4} {'full epochs':>11} {'pruned epochs':>13} {'fraction':>8} "
-          f"{'lambda full':>11} {'lambda pruned':>13} {'same/adjacent':>13} {'interior':>8}")
+    pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
+    print(f"{'seed':>4} {'pruner':>9} {'fraction':>8} {'lambda full':>11} "
+          f"{'lambda pruned':>13} {'same/adjacent':>13} {'interior':>8}")
     for seed in (int(s) for s in args.seeds.split(",")):
         base = replace(DEMO_CONFIG if args.recipe == "demo" else TrainConfig(),
                        data=args.data, seed=seed)
-        results = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for pruner in ("none", args.pruner):
-                opts = TuneOptions(grid=grid, folds=args.folds, pruner=pruner,
-                                   select=args.select, seed=seed)
-                results[pruner] = run_tune(base, opts, Path(tmp) / pruner, quiet=True)
-        full, pruned = results["none"], results[args.pruner]
-        a, b = full["chosen"], pruned["chosen"]
-        close = abs(grid.index(a) - grid.index(b)) <= 1
-        interior = full["lambda_min"] not in (grid[0], grid[-1])
-        print(f"{seed:>4} {full['compute']['epochs_run']:>11} "
-              f"{pruned['compute']['epochs_run']:>13} "
-              f"{pruned['compute']['epochs_run'] / full['compute']['epochs_run']:>8.2f} "
-              f"{a:>11g} {b:>13g} {str(close):>13} {str(interior):>8}", flush=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = Path(args.keep) / f"seed{seed}" if args.keep else Path(scratch)
+            full_opts = TuneOptions(grid=grid, folds=args.folds, pruner="none",
+                                    select=args.select, seed=seed)
+            full = run_tune(base, full_opts, Path(tmp) / "none", quiet=True)
+            trials = recorded_trials(Path(tmp) / "none", full_opts)
+            total = full["compute"]["epochs_run"]
+            a = full["chosen"]
+            interior = full["lambda_min"] not in (grid[0], grid[-1])
+            for pruner in pruners:
+                opts = replace(full_opts, pruner=pruner)
+                r = replay(trials, opts, base.epochs)
+                close = abs(grid.index(a) - grid.index(r["chosen"])) <= 1
+                print(f"{seed:>4} {pruner:>9} {r['epochs_run'] / total:>8.2f} {a:>11g} "
+                      f"{r['chosen']:>13g} {str(close):>13} {str(interior):>8}", flush=True)
+                if args.verify and pruner == pruners[0]:
+                    real = run_tune(base, opts, Path(tmp) / pruner, quiet=True)
+                    same = (real["compute"]["epochs_run"], real["chosen"]) == (
+                        r["epochs_run"], r["chosen"])
+                    print(f"     verify {pruner}: real run used {real['compute']['epochs_run']}"
+                          f" fit-epochs and chose {real['chosen']:g}; replay "
+                          f"{r['epochs_run']} and {r['chosen']:g}: "
+                          f"{'identical' if same else 'DIFFERENT'}", flush=True)
         curve = ", ".join(f"{p['lam']:g}: {p['mean']:.3f}±{p['se']:.3f}"
                           for p in full["selection"]["curve"])
-        print(f"     full-grid CV curve: {curve}", flush=True)
+        print(f"     full grid ({total} fit-epochs), CV curve: {curve}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from PIL import Image
 
 from segdecay.cli import build_parser, main
 from segdecay.config import TrainConfig
+from segdecay.optim import default_decay_mode
 
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 SYN_CLASSES = ["background", "disc", "fine_box", "coarse_box", "ellipse", "pole"]
@@ -294,11 +295,15 @@ def test_train_writes_complete_run_folder(run_dir: dict) -> None:
     for g in groups.values():
         assert keys <= set(g), keys - set(g)
     d, nd = groups["decay"], groups["no_decay"]
-    assert decay["optimizer"] == "adamw" and d["mode"] == "decoupled"
     defaults = TrainConfig()
+    assert decay["optimizer"] == defaults.optimizer
+    assert d["mode"] == default_decay_mode(defaults.optimizer)
     assert d["weight_decay"] == pytest.approx(defaults.weight_decay)
     assert d["lr"] == pytest.approx(defaults.lr)
-    assert d["tau_steps"] == pytest.approx(1.0 / (d["lr"] * d["weight_decay"]))
+    # coupled SGD: the decay passes through momentum, so its step is lr/(1-beta)
+    through = defaults.optimizer.startswith("sgd") and d["mode"] == "coupled"
+    eff = defaults.lr / (1 - defaults.momentum) if through else defaults.lr
+    assert d["tau_steps"] == pytest.approx(1.0 / (eff * d["weight_decay"]))
     assert d["tau_epochs"] == pytest.approx(d["tau_steps"] / decay["steps_per_epoch"])
     assert 0.0 < d["integrated_shrinkage"] < 1.0
     assert nd["weight_decay"] == 0.0

@@ -34,13 +34,13 @@ class TrainConfig:
     encoder_weights: str | None = None  # pretrained encoder weights (needs a download)
     dropout: float = 0.0  # Dropout2d probability before the segmentation head
     # optimization
-    optimizer: str = "adamw"  # sgd | sgd-nesterov | adam | adamw (decoupled)
-    lr: float = 1e-3  # base learning rate
+    optimizer: str = "sgd"  # sgd | sgd-nesterov | adam | adamw (decoupled)
+    lr: float = 0.05  # base learning rate
     momentum: float = 0.9  # SGD momentum (beta1 of Adam is fixed at 0.9)
     schedule: str = "poly"  # lr schedule per step: poly | cosine | constant
     warmup_epochs: float = 0.0  # linear warmup length in epochs
     # regularization
-    weight_decay: float = 0.1  # lambda in L = L_data + (lambda/2)·sum(w^2)
+    weight_decay: float = 5e-4  # lambda in L = L_data + (lambda/2)·sum(w^2)
     decay_mode: str | None = None  # penalty (loss) | coupled (grad) | decoupled (shrink)
     l1: float = 0.0  # alpha of an L1 penalty alpha·sum|w| on the decayed tensors
     no_decay: str = "ndim<2"  # undecayed: ndim<2 | norm+bias | none
@@ -60,8 +60,10 @@ class TrainConfig:
     seed: int = 0  # seed of weights, batch order and augmentation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # channels_last memory format
-    amp: bool = False  # bf16 autocast (CPU with AVX512-BF16/AMX, or GPU)
+    amp: bool | None = None  # bf16 autocast; unset: on where native (AVX512-BF16/AMX, GPU)
+    compile: bool = False  # torch.compile the model (falls back to eager if it fails)
     eval_every: int = 1  # validate every N epochs (and always at the end)
+    sync_bn: bool = False  # SyncBatchNorm across DDP processes
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for YAML/JSON."""

@@ -6,6 +6,10 @@ continues exactly where the last finished epoch left off. SIGINT/SIGTERM stop af
 current step with a checkpoint that also holds the position inside the epoch (the epoch's
 permutation, the next batch, the running sums), so resuming it is exact too.
 
+Under ``torchrun`` the same loop trains data-parallel (DDP): ``--batch-size`` is the global
+batch, each rank takes its slice of every batch, counts are all-reduced, and only rank 0
+writes the run folder (see :mod:`segdecay.distributed`).
+
 A run that diverges (non-finite loss, or weights growing ``DIVERGENCE_NORM_FACTOR`` times
 their initial norm) stops with ``"status": "diverged"`` and the reason in ``summary.json``,
 and ``train`` returns that summary instead of raising, so a tuner can record the trial as
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segdecay import distributed
 from segdecay.checkpoint import load_checkpoint, save_checkpoint
 from segdecay.config import MINIMUM_COUNTS, TrainConfig, save_config
 from segdecay.data import load_dataset
@@ -37,6 +42,7 @@ from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import augment_batch, get_preset, parse_size
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_write_text, write_json
+from segdecay.hardware import resolve_amp
 from segdecay.inference import iterate_batches, predict_logits
 from segdecay.interrupt import StopRequest, TrainingInterrupted
 from segdecay.losses import build_loss, class_weights
@@ -186,7 +192,15 @@ def _train_batch(
     hw: tuple[int, int],
     gen: torch.Generator,
     device: torch.device,
+    rows: slice | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented batch ``idx``, or its ``rows`` (a data-parallel rank's share).
+
+    Every rank augments the whole global batch, so ``gen`` advances on each rank exactly as
+    in a single process (the next epoch's permutation agrees) and each image gets the random
+    transform it would get there; the extra work is a resampling per image, small next to a
+    training step.
+    """
     preset = get_preset(config.augment)
     size = parse_size(config.size, "--size")
     crop = parse_size(config.crop, "--crop")
@@ -194,13 +208,17 @@ def _train_batch(
     stacked = split.stacked()
     if stacked is not None:
         images, masks = stacked[0][idx].to(device), stacked[1][idx].to(device)
-        return augment_batch(images, masks, hw, preset, gen, frac)
-    parts = [
-        augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
-                      hw, preset, gen, frac)
-        for i in idx.tolist()
-    ]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        x, m = augment_batch(images, masks, hw, preset, gen, frac)
+    else:
+        parts = [
+            augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
+                          hw, preset, gen, frac)
+            for i in idx.tolist()
+        ]
+        x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    if rows is not None:
+        x, m = x[rows], m[rows]
+    return x, m
 
 
 @torch.no_grad()
@@ -211,20 +229,44 @@ def evaluate_split(
     config: TrainConfig,
     device: torch.device,
     loss_fn: nn.Module | None = None,
+    *,
+    dist: distributed.DistContext | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Metrics over the whole split at label resolution, and the mean loss per image."""
+    """Metrics over the whole split at label resolution, and the mean loss per image.
+
+    With a data-parallel ``dist``, rank r scores batches r, r+N, ... (each batch computed
+    exactly as one process computes it) and the confusion counts and per-batch losses are
+    summed over ranks, so every rank gets the single-process result. ``model`` is the bare
+    model, not its DDP wrapper: ranks run different numbers of batches here.
+    """
+    ctx = dist or distributed.DistContext()
     model.eval()
     metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
     eval_hw = parse_size(config.eval_size, "--eval-size")
     stride = output_stride(model)
-    loss_sum = torch.zeros((), device=device)
-    for images, masks in iterate_batches(split, max(1, config.batch_size), device):
+    batch_losses: list[tuple[int, torch.Tensor]] = []
+    k = 0
+    for k, (images, masks) in enumerate(
+        iterate_batches(split, max(1, config.batch_size), torch.device("cpu")), start=1
+    ):
+        if (k - 1) % ctx.world_size != ctx.rank:
+            continue
+        images, masks = images.to(device), masks.to(device)
         logits = predict_logits(model, images, tuple(masks.shape[-2:]), eval_hw, stride,
                                 channels_last=config.channels_last, amp=config.amp)
         target = masks.long()
         metrics.update(logits, target)
         if loss_fn is not None:
-            loss_sum += loss_fn(logits, target).detach() * images.shape[0]
+            batch_losses.append((k - 1, loss_fn(logits, target).detach() * images.shape[0]))
+    per_batch = torch.zeros(k, device=device)
+    for slot, value in batch_losses:
+        per_batch[slot] = value
+    if ctx.enabled:
+        ctx.all_reduce_sum(metrics.confusion)
+        ctx.all_reduce_sum(per_batch)  # one non-zero entry per slot: exact
+    loss_sum = torch.zeros((), device=device)
+    for value in per_batch:  # in batch order, as one process adds them
+        loss_sum += value
     return metrics.compute(), float(loss_sum) / max(1, len(split))
 
 
@@ -237,18 +279,48 @@ def _write_metrics_csv(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """RNG states for an exact resume: CPU, batch generator, and the training GPU's only
+    (reading every visible GPU's would create a CUDA context on each, from every process)."""
     state = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    gen.set_state(state["generator"].cpu())
+    if device.type == "cuda" and "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"].cpu(), device)
+    elif device.type == "cuda" and "cuda" in state:  # checkpoints of segdecay <= 0.1.0
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def compiled_or_eager(net: nn.Module, log: Log) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(net)``, falling back to eager (with one log line) if compiling fails.
+
+    Compilation happens at the first call, so the fallback must wrap calls, not creation.
+    """
+    try:
+        compiled = torch.compile(net)
+    except Exception as exc:  # noqa: BLE001 - no compiler backend on this platform
+        log.line(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eager")
+        return net
+    current = {"fn": compiled}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if current["fn"] is net:
+            return net(x)
+        try:
+            return current["fn"](x)
+        except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for inductor
+            log.line(f"torch.compile failed ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0] if str(exc) else ''}); training eager")
+            current["fn"] = net
+            return net(x)
+
+    return forward
 
 
 @_stoppable
@@ -270,11 +342,18 @@ def train(
     metrics row after its checkpoint is written; it may raise to stop the run (a pruner).
     ``checkpoints=False`` writes no .pt files (cross-validation folds are not resumed).
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; they train one model
+    data-parallel with a global ``batch_size`` (see :mod:`segdecay.distributed`), only rank 0
+    logs and writes ``out``, and every rank returns the same summary. ``on_epoch`` runs on
+    every rank with the same row.
+
     Returns the summary, whose ``status`` is ``"completed"`` or ``"diverged"`` (with a
     ``reason``). SIGINT/SIGTERM raise :class:`TrainingInterrupted` after the current step,
     once ``last.pt`` can resume exactly; a CUDA out-of-memory error becomes a UserError.
     """
     out = Path(out)
+    ctx = distributed.from_env()
+    log = log if ctx.is_main else Log(quiet=True)
     log = log or Log()
     stop: StopRequest = getattr(_ACTIVE, "stop", None) or StopRequest()
     for name, low in MINIMUM_COUNTS.items():  # the API path gets the CLI's checks
@@ -289,7 +368,8 @@ def train(
             f"--out {out}: holds a run already; pass --resume to continue it or choose "
             "another folder (nothing was overwritten)"
         )
-    device = resolve_device(config.device)
+    device = distributed.device_for_rank(resolve_device(config.device), config.device, ctx)
+    config = replace(config, amp=resolve_amp(config.amp, device))  # config.yaml says which
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
@@ -297,20 +377,54 @@ def train(
         data = load_dataset(config.data, num_classes=config.num_classes,
                             class_names=config.class_names, val_fraction=config.val_fraction,
                             seed=config.seed)
-    info = data.info
     train_split = data.train
     if len(train_split) == 0:
         raise UserError(f"--data {config.data}: the training split is empty")
+    n = len(train_split)
+    batch_size = min(config.batch_size, n)  # global: images per step over all processes
+    local_batch = distributed.local_batch_size(batch_size, config.batch_size, n,
+                                               ctx.world_size)
+    with distributed.process_group(ctx, device):
+        return _fit(config, out, ctx, device, gen, data, batch_size, local_batch, log, stop,
+                    resume=resume, stop_after_epochs=stop_after_epochs, on_epoch=on_epoch,
+                    checkpoints=checkpoints)
 
+
+def _fit(
+    config: TrainConfig,
+    out: Path,
+    ctx: distributed.DistContext,
+    device: torch.device,
+    gen: torch.Generator,
+    data: SegData,
+    batch_size: int,
+    local_batch: int,
+    log: Log,
+    stop: StopRequest,
+    *,
+    resume: bool,
+    stop_after_epochs: int | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    checkpoints: bool,
+) -> dict[str, Any]:
+    """The body of :func:`train`, inside the process group of a data-parallel run."""
+    info = data.info
+    train_split = data.train
+    n = len(train_split)
+    main = ctx.is_main  # rank 0 writes the run folder; every rank computes the same numbers
     model = build_model(config.arch, config.encoder, info.num_classes, dropout=config.dropout,
                         encoder_weights=config.encoder_weights)
     stride = output_stride(model)
     hw = resolve_train_size(config, train_split, stride)
+    if config.sync_bn and ctx.enabled:
+        model = distributed.convert_sync_batchnorm(model, device)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     # Fixed by the seed (and pretrained weights), so a resumed run computes the same value.
     initial_norm = weight_norm(p for p in model.parameters())
+    if ctx.enabled:  # weights came from config.seed; dropout masks differ per rank
+        torch.manual_seed(distributed.rank_seed(config.seed, ctx.rank))
 
     mode = config.decay_mode or default_decay_mode(config.optimizer)
     resolved = replace(config, decay_mode=mode)
@@ -318,8 +432,6 @@ def train(
                           rules=config.decay_rules)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, mode,
                                 momentum=config.momentum, groups=groups)
-    n = len(train_split)
-    batch_size = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)
     total_steps = config.steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -338,34 +450,42 @@ def train(
                     "class_names": list(info.class_names),
                     "palette": [list(c) for c in info.palette]}
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(resolved, out / "config.yaml")
-    write_json(out / "decay.json", {
-        "algorithm": algorithm_name(config.optimizer, mode),
-        "optimizer": config.optimizer,
-        "decay_mode": mode,
-        "weight_decay": config.weight_decay,
-        "l1": config.l1,
-        "no_decay": config.no_decay,
-        "decay_rules": list(config.decay_rules),
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "class_weights": weights.tolist() if weights is not None else None,
-        "groups": decay,
-    })
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(resolved, out / "config.yaml")
+        write_json(out / "decay.json", {
+            "algorithm": algorithm_name(config.optimizer, mode),
+            "optimizer": config.optimizer,
+            "decay_mode": mode,
+            "weight_decay": config.weight_decay,
+            "l1": config.l1,
+            "no_decay": config.no_decay,
+            "decay_rules": list(config.decay_rules),
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps,
+            "batch_size": batch_size,
+            "world_size": ctx.world_size,
+            "class_weights": weights.tolist() if weights is not None else None,
+            "groups": decay,
+        })
 
     history: list[dict] = []
     start_epoch, step, best, train_seconds = 0, 0, -1.0, 0.0
     position: dict[str, Any] | None = None  # where inside an epoch an interruption stopped
 
     def resume_state(epoch_done: int, **inside: Any) -> dict[str, Any]:
-        """What ``last.pt`` holds for an exact resume; ``inside`` adds a mid-epoch position."""
+        """What ``last.pt`` holds for an exact resume; ``inside`` adds a mid-epoch position.
+
+        A collective under DDP (every rank calls it): ``rank_rng`` holds each rank's RNG
+        states, since their dropout streams differ."""
+        rng = _rng_state(gen, device)
+        extra = {"rank_rng": ctx.gather(rng)} if ctx.enabled else {}
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(gen),
+            "scheduler": scheduler.state_dict(), "rng": rng,
             "epoch": epoch_done, "step": step, "history": history, "best_miou": best,
             "train_seconds": train_seconds, "config": resolved.to_dict(),
-            "dataset": dataset_meta, **inside,
+            "dataset": dataset_meta, "world_size": ctx.world_size, **extra, **inside,
         }
 
     def run_summary(status: str, **results: Any) -> dict[str, Any]:
@@ -374,16 +494,24 @@ def train(
             "status": status, "run": str(out), "data": config.data, "seed": config.seed,
             "algorithm": algorithm_name(config.optimizer, mode), "decay_mode": mode,
             "weight_decay": config.weight_decay, "l1": config.l1, "epochs": epochs,
-            "steps": step, "train_seconds": train_seconds, **results,
-            "versions": library_versions(),
+            "steps": step, "train_seconds": train_seconds, "world_size": ctx.world_size,
+            **results, "versions": library_versions(),
         }
 
     if resume:
-        state = load_checkpoint(out / "last.pt", map_location=device)
+        # Every rank reads the checkpoint (the run folder must be on a filesystem they all
+        # see). CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        state = load_checkpoint(out / "last.pt", map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], gen)
+        _set_rng_state(state["rng"], gen, device)
+        ranks_rng = state.get("rank_rng")
+        if ctx.enabled:
+            if ranks_rng is not None and len(ranks_rng) == ctx.world_size:
+                _set_rng_state(ranks_rng[ctx.rank], gen, device)
+            else:  # another number of processes: fresh per-rank dropout streams
+                torch.manual_seed(distributed.rank_seed(config.seed + state["step"], ctx.rank))
         start_epoch, step = state["epoch"], state["step"]
         history, best = state["history"], state["best_miou"]
         train_seconds = state["train_seconds"]
@@ -394,9 +522,17 @@ def train(
                      f"{position['next_batch'] + 1}/{steps_per_epoch}")
         else:
             log.line(f"resuming {out} at epoch {start_epoch}/{epochs}")
+    net = distributed.wrap_model(model, ctx, device)  # DDP for the training steps
+    if config.compile:
+        net = compiled_or_eager(net, log)
+    rows = slice(ctx.rank * local_batch, (ctx.rank + 1) * local_batch) if ctx.enabled else None
 
     log.line(f"data {info.name}: {n} train / {len(data.val)} val images, "
              f"{info.num_classes} classes, input {hw[0]}x{hw[1]}, device {device}")
+    if ctx.enabled:
+        log.line(f"data-parallel: {ctx.world_size} processes x {local_batch} images = global "
+                 f"batch {batch_size}"
+                 + (", SyncBatchNorm" if config.sync_bn else ", BatchNorm per process"))
     log.line(f"optimizer: {algorithm_name(config.optimizer, mode)}, lr {config.lr:g}, "
              f"lambda {config.weight_decay:g}" + (f", l1 {config.l1:g}" if config.l1 else ""))
     log.line(describe_split(optimizer.param_groups))
@@ -406,12 +542,14 @@ def train(
         if stop_after_epochs is not None and epoch >= stop_after_epochs:
             return {"interrupted_at_epoch": epoch}
         t0 = time.perf_counter()
-        model.train()
+        model.train()  # net may be a DDP wrapper or a compiled function of model
         train_metrics = SegmentationMetrics(info.num_classes, IGNORE_INDEX, device=device)
         if position is not None:  # resuming inside this epoch
             perm, first_batch = position["perm"], position["next_batch"]
-            sums, count = position["epoch_sums"].to(device), position["epoch_count"]
-            train_metrics.confusion = position["epoch_confusion"].to(device)
+            sums, count = torch.zeros(2, device=device), position["epoch_count"]
+            if main:  # the saved sums are over all ranks already: count them once
+                sums = position["epoch_sums"].to(device)
+                train_metrics.confusion = position["epoch_confusion"].to(device)
             position = None
         else:
             perm, first_batch = torch.randperm(n, generator=gen), 0
@@ -421,27 +559,33 @@ def train(
         for b in range(first_batch, steps_per_epoch):
             if step >= total_steps:
                 break
-            if stop.requested:  # between steps: save the exact position and stop
+            # Between steps: every rank stops at the same step, if any rank got a signal.
+            signum = ctx.agree_max(stop.signum or 0)
+            if signum:  # save the exact position and stop
                 bar.close()
                 train_seconds += time.perf_counter() - t0
-                if checkpoints:
-                    save_checkpoint(resume_state(
-                        epoch, perm=perm, next_batch=b, epoch_sums=sums, epoch_count=count,
-                        epoch_confusion=train_metrics.confusion), out / "last.pt")
-                _write_metrics_csv(out / "metrics.csv", history)
-                assert stop.signum is not None
-                raise TrainingInterrupted(stop.signum, str(out), f"in epoch {epoch + 1}/"
+                saved = resume_state(
+                    epoch, perm=perm, next_batch=b,
+                    epoch_sums=ctx.all_reduce_sum(sums.clone()), epoch_count=count,
+                    epoch_confusion=ctx.all_reduce_sum(train_metrics.confusion.clone()))
+                if main:
+                    if checkpoints:
+                        save_checkpoint(saved, out / "last.pt")
+                    _write_metrics_csv(out / "metrics.csv", history)
+                ctx.barrier()  # no rank exits before last.pt is complete
+                raise TrainingInterrupted(signum, str(out), f"in epoch {epoch + 1}/"
                                           f"{epochs} after step {step}", checkpoints)
             idx = perm[b * batch_size : (b + 1) * batch_size]
-            x, target = _train_batch(train_split, idx, config, hw, gen, device)
+            x, target = _train_batch(train_split, idx, config, hw, gen, device, rows=rows)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                logits = model(x)
+                logits = net(x)
             logits = logits.float()
             data_loss = loss_fn(logits, target)
             loss = data_loss
             if penalty_l2 or config.l1:
+                # On every rank; DDP averages the gradients, so the decay counts once.
                 loss = loss + regularization_term(l2=penalty_l2, l1=config.l1,
                                                   groups=optimizer.param_groups)
             optimizer.zero_grad(set_to_none=True)
@@ -450,27 +594,33 @@ def train(
             scheduler.step()
             step += 1
             count += 1
-            sums += torch.stack([loss.detach(), data_loss.detach()])
+            step_losses = torch.stack([loss.detach(), data_loss.detach()])
+            sums += step_losses / ctx.world_size if ctx.enabled else step_losses
             train_metrics.update(logits.detach(), target)
             bar.update(1)
             if log.tty and not log.quiet:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
         bar.close()
+        if ctx.enabled:  # loss sums (means over ranks) and pixel counts of the whole batch
+            ctx.all_reduce_sum(sums)
+            ctx.all_reduce_sum(train_metrics.confusion)
         loss_mean, data_mean = (sums / max(1, count)).tolist()  # one host sync per epoch
         norm_now = weight_norm(p for p in model.parameters())
         reason = divergence_reason(epoch + 1, loss_mean, norm_now, initial_norm, config)
+        reason = ctx.broadcast(reason)  # rank 0 decides for all, so all stop together
         if reason is not None:
             train_seconds += time.perf_counter() - t0
             history.append({"epoch": epoch + 1, "step": step,
                             "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_mean,
                             "data_loss": data_mean, "weight_norm": norm_now,
                             "seconds": train_seconds})
-            _write_metrics_csv(out / "metrics.csv", history)
             summary = run_summary(
                 "diverged", reason=reason, lr=config.lr, diverged_at_epoch=epoch + 1,
                 best_val_miou=best if best >= 0 else None, final_val_miou=None,
                 weight_norm=norm_now, initial_weight_norm=initial_norm)
-            write_json(out / "summary.json", summary)
+            if main:
+                _write_metrics_csv(out / "metrics.csv", history)
+                write_json(out / "summary.json", summary)
             return summary
         with torch.no_grad():
             reg_now = float(regularization_term(l2=config.weight_decay, l1=config.l1,
@@ -488,7 +638,7 @@ def train(
         }
         if (epoch + 1) % max(1, config.eval_every) == 0 or last_epoch:
             val_result, val_loss = evaluate_split(model, data.val, info.num_classes, config,
-                                                  device, loss_fn)
+                                                  device, loss_fn, dist=ctx)
             row["val_miou"], row["val_loss"] = val_result["miou"], val_loss
         train_seconds += time.perf_counter() - t0
         row["seconds"] = train_seconds
@@ -496,28 +646,33 @@ def train(
         improved = row["val_miou"] is not None and row["val_miou"] > best
         if improved:
             best = row["val_miou"]
-        if improved and checkpoints:
+        if improved and checkpoints and main:
             save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1,
                              "val_miou": best, "config": resolved.to_dict(),
                              "dataset": dataset_meta}, out / "best.pt")
         if checkpoints:
-            save_checkpoint(resume_state(epoch + 1), out / "last.pt")
-        _write_metrics_csv(out / "metrics.csv", history)
+            saved = resume_state(epoch + 1)  # every rank: it gathers their RNG states
+            if main:
+                save_checkpoint(saved, out / "last.pt")
+        if main:
+            _write_metrics_csv(out / "metrics.csv", history)
         val_text = f"{row['val_miou']:.4f}" if row["val_miou"] is not None else "-"
         log.line(f"epoch {epoch + 1}/{epochs} loss {loss_mean:.4f} (data {data_mean:.4f}, "
                  f"reg {reg_now:.4g}) train mIoU {row['train_miou']:.4f} val mIoU {val_text} "
                  f"lr {row['lr']:.3g} |w| {row['weight_norm']:.2f} {train_seconds:.0f}s")
         if on_epoch is not None:
             on_epoch(row)
-        if stop.requested and epoch + 1 < epochs:  # the epoch's checkpoint resumes exactly
-            assert stop.signum is not None
-            raise TrainingInterrupted(stop.signum, str(out), f"after epoch {epoch + 1}/{epochs}",
+        # After rank 0 wrote the epoch's checkpoint (it resumes exactly); agreed by all ranks.
+        signum = ctx.agree_max(stop.signum or 0)
+        if signum and epoch + 1 < epochs:
+            raise TrainingInterrupted(signum, str(out), f"after epoch {epoch + 1}/{epochs}",
                                       checkpoints)
 
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
-        val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device)
+        val_result, _ = evaluate_split(model, data.val, info.num_classes, config, device,
+                                       dist=ctx)
     train_clean, _ = evaluate_split(model, train_split, info.num_classes,
-                                    replace(config, eval_size=None), device)
+                                    replace(config, eval_size=None), device, dist=ctx)
     summary = run_summary(
         "completed",
         best_val_miou=best,
@@ -528,10 +683,11 @@ def train(
         val=val_result,
         weight_norm=history[-1]["weight_norm"],
     )
-    write_json(out / "summary.json", summary)
-    from segdecay.report import write_train_report
+    if main:
+        write_json(out / "summary.json", summary)
+        from segdecay.report import write_train_report
 
-    write_train_report(out, history, summary, decay, info.class_names)
+        write_train_report(out, history, summary, decay, info.class_names)
     log.line(format_iou_table(val_result, info.class_names))
     log.line(f"run folder: {out}")
     return summary

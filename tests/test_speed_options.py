@@ -1,0 +1,61 @@
+"""The speed options: bf16 autocast resolved from the hardware, torch.compile with fallback."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from segdecay import engine
+from segdecay.config import TrainConfig
+from segdecay.hardware import bf16_native, resolve_amp
+
+TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=1,
+                   batch_size=4, device="cpu")
+
+
+def _cpuinfo(tmp_path: Path, flags: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: fpu sse2 {flags}\n\n")
+    return path
+
+
+def test_bf16_is_native_only_with_the_cpu_flags(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    assert bf16_native(cpu, _cpuinfo(tmp_path, "avx512f avx512_bf16"))
+    assert bf16_native(cpu, _cpuinfo(tmp_path, "amx_tile amx_bf16"))
+    assert not bf16_native(cpu, _cpuinfo(tmp_path, "avx2 avx512f"))
+    assert not bf16_native(cpu, tmp_path / "missing")
+
+
+def test_amp_unset_follows_the_hardware_and_is_recorded(tmp_path: Path, one_torch_thread) -> None:
+    assert resolve_amp(True, torch.device("cpu")) is True
+    assert resolve_amp(False, torch.device("cpu")) is False
+    engine.train(TINY, tmp_path / "run", log=engine.Log(quiet=True))
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["amp"] is bf16_native(torch.device("cpu"))
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path: Path, monkeypatch,
+                                             one_torch_thread) -> None:
+    calls = []
+
+    def broken_compile(net):
+        def run(x):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    stream = io.StringIO()
+    config = TrainConfig(**{**TINY.to_dict(), "compile": True, "amp": False})
+    summary = engine.train(config, tmp_path / "c", log=engine.Log(stream=stream))
+    eager = engine.train(TrainConfig(**{**TINY.to_dict(), "amp": False}), tmp_path / "e",
+                         log=engine.Log(quiet=True))
+    assert calls == [1]  # tried once, then eager for good
+    assert "torch.compile failed (RuntimeError: no C++ compiler found); training eager" \
+        in stream.getvalue()
+    assert summary["final_val_miou"] == pytest.approx(eager["final_val_miou"])
