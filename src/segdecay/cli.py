@@ -1,4 +1,4 @@
-"""Command line: ``segdecay train | evaluate | predict | demo``.
+"""Command line: ``segdecay train | evaluate | predict | tune | spectrum | demo``.
 
 Options of ``train`` are generated from ``TrainConfig`` so the CLI, the YAML files and the
 Python API never drift apart. Precedence: defaults < ``--config FILE`` < explicit options.
@@ -196,6 +196,129 @@ def _add_tune_parser(sub) -> None:
     p.set_defaults(func=_cmd_tune)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from segdecay.compare import (
+        CompareOptions,
+        lambda_from_tune,
+        load_variants,
+        parse_variant,
+        preset_variants,
+        run_compare,
+    )
+    from segdecay.data import load_dataset
+    from segdecay.tune import parse_grid
+
+    config = config_from_args(args)
+    variants = [parse_variant(v) for v in args.variant or []]
+    if args.variants:
+        variants += load_variants(args.variants)
+    if args.preset:
+        lam = lambda_from_tune(args.from_tune) if args.from_tune else config.weight_decay
+        info = load_dataset(config.data, num_classes=config.num_classes,
+                            class_names=config.class_names, val_fraction=config.val_fraction,
+                            seed=config.seed).info
+        variants += preset_variants(args.preset, config, lam, info.num_classes)
+    elif args.from_tune:
+        raise UserError("--from-tune sets the strength of a --preset; give --preset too")
+    seeds = _parse_seeds(args.seeds)
+    options = CompareOptions(
+        variants=variants, seeds=seeds, baseline=args.baseline,
+        retune_lr=parse_grid(args.retune_lr, "--retune-lr") if args.retune_lr else None,
+        retune_epochs=args.retune_epochs, workers=args.workers)
+    run_compare(config, options, Path(args.out), quiet=args.quiet)
+    return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError as exc:
+        raise UserError(f"--seeds '{text}': expected a count (3) or a list (0,1,2)") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds '{text}': need at least one distinct seed >= 0")
+    return seeds
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare regularizers or imbalance treatments over seeds",
+                       description="Train every variant with every seed on the same data, then "
+                       "write compare.json, compare.csv and report.html with mean/sd tables "
+                       "and paired tests against the baseline. Rerun to resume.")
+    p.add_argument("--out", required=True, help="comparison folder (runs/NAME/seedS inside)")
+    p.add_argument("--variant", action="append", metavar="'NAME: --option value ...'",
+                   help="a variant: train options merged over the base (repeatable)")
+    p.add_argument("--variants", metavar="FILE.yaml",
+                   help="variants from YAML: 'variants: {NAME: {option: value}}'")
+    p.add_argument("--preset", choices=["regularizers", "imbalance"],
+                   help="built-in variants: none/L2/decoupled/L1/dropout/decoupled+dropout, "
+                   "or class weights and losses at the same decay")
+    p.add_argument("--from-tune", metavar="RUN",
+                   help="use the lambda a finished segdecay tune chose as the preset strength")
+    p.add_argument("--seeds", default="3", help="a count (3) or a list (0,1,2) [default: 3]")
+    p.add_argument("--baseline", help="variant the others are compared with [default: first]")
+    p.add_argument("--retune-lr", metavar="LR1,LR2,...",
+                   help="re-tune the learning rate per variant over this grid (first seed)")
+    p.add_argument("--retune-epochs", type=int,
+                   help="epochs of each lr re-tuning run [default: epochs/3]")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes [default: 1]")
+    p.add_argument("--config", help="YAML file of base train options")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_train_options(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from segdecay.spectrum_run import SpectrumOptions, parse_floats, run_spectrum
+
+    options = SpectrumOptions(
+        data=args.data, split=args.split, checkpoint=args.checkpoint, device=args.device,
+        cutoff=args.cutoff, lowpass=parse_floats(args.lowpass, "--lowpass"),
+        lowpass_kind=args.lowpass_kind, noise_eps=args.noise_eps,
+        boundary_ratio=args.boundary_ratio, kernel_fft=args.kernel_fft, seed=args.seed,
+        max_images=args.max_images)
+    run_spectrum(args.runs, args.out, options, quiet=args.quiet)
+    return 0
+
+
+def _add_spectrum_parser(sub) -> None:
+    p = sub.add_parser("spectrum", help="test whether weight decay favours low frequencies",
+                       description="Frequency analysis of trained runs against lambda: kernel "
+                       "spectra, prediction spectra, mIoU under low-pass filtering and band-"
+                       "limited noise, boundary IoU. Writes OUT/spectrum.json and "
+                       "OUT/report.html. See docs/spectrum.md.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders, or folders holding runs (a tune or compare folder)")
+    p.add_argument("--out", required=True, help="folder for spectrum.json and report.html")
+    p.add_argument("--data", help="dataset spec (default: the runs' own)")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="split to score [default: val]")
+    p.add_argument("--checkpoint", default="last", choices=["best", "last"],
+                   help="which weights (the other if missing) [default: last]")
+    p.add_argument("--cutoff", type=float, default=0.25, metavar="CYCLES_PER_PX",
+                   help="low/high split of kernel and prediction spectra [default: 0.25]")
+    p.add_argument("--lowpass", default="0.0625,0.125,0.25", metavar="C1,C2,...",
+                   help="low-pass cutoffs in cycles/px [default: 0.0625,0.125,0.25]")
+    p.add_argument("--lowpass-kind", default="ideal", choices=["ideal", "gaussian"],
+                   help="ideal (brick-wall) or gaussian low-pass [default: ideal]")
+    p.add_argument("--noise-eps", type=float, default=0.5, metavar="RMS",
+                   help="RMS of the band noise per input value, in normalized-input units, "
+                   "the same in every band [default: 0.5]")
+    p.add_argument("--boundary-ratio", type=float, default=0.02, metavar="R",
+                   help="boundary width as a fraction of the image diagonal [default: 0.02]")
+    p.add_argument("--kernel-fft", type=int, default=32, metavar="N",
+                   help="kernels are zero-padded to NxN before the FFT [default: 32]")
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="score only the first N images of the split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise [default: 0]")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=_cmd_spectrum)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser (also used by the docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -270,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     _add_tune_parser(sub)
+    _add_compare_parser(sub)
+    _add_spectrum_parser(sub)
 
     p = sub.add_parser("demo", help="train on the embedded synthetic data and report",
                        description="A small end-to-end run on the synthetic dataset.")

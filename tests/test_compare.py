@@ -1,0 +1,198 @@
+"""segdecay compare: variants, paired statistics, per-image scores, resumable runs, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from scipy import stats
+
+from segdecay.cli import main
+from segdecay.compare import (
+    CompareOptions,
+    Variant,
+    _claim,
+    _release,
+    load_variants,
+    parse_variant,
+    preset_variants,
+    run_compare,
+)
+from segdecay.config import TrainConfig
+from segdecay.errors import UserError
+from segdecay.paired import holm, paired_difference
+from segdecay.per_image import image_confusions, image_miou
+
+TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=6", epochs=2, batch_size=4)
+
+
+# ---------------------------------------------------------------- variants
+
+
+def test_a_variant_merges_over_the_base_config() -> None:
+    v = parse_variant("wd: --weight-decay 1e-3 --decay-mode decoupled --no-channels-last")
+    assert v.name == "wd"
+    assert v.options == {"weight_decay": 1e-3, "decay_mode": "decoupled",
+                         "channels_last": False}
+    config = v.config(TINY)
+    assert (config.weight_decay, config.decay_mode, config.channels_last) == \
+        (1e-3, "decoupled", False)
+    assert (config.epochs, config.batch_size, config.data) == (2, 4, TINY.data)
+    assert TINY.weight_decay == TrainConfig().weight_decay  # the base is not modified
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("no colon --lr 1", "NAME:"),
+    ("x: --no-such-option 1", "x"),
+    ("x: --weight-decay -1", ">= 0"),
+    ("x: --epochs 0", "at least 1"),
+    ("../up: --lr 1", "plain name"),
+])
+def test_bad_variants_are_user_errors(text: str, needle: str) -> None:
+    with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+        parse_variant(text)
+
+
+def test_variants_from_yaml(tmp_path: Path) -> None:
+    f = tmp_path / "v.yaml"
+    f.write_text("variants:\n  base: {}\n  heavy: {weight-decay: 0.01, dropout: 0.1}\n")
+    got = load_variants(f)
+    assert [(v.name, v.options) for v in got] == [
+        ("base", {}), ("heavy", {"weight_decay": 0.01, "dropout": 0.1})]
+    f.write_text("variants:\n  bad: {weight_decay: lots}\n")
+    with pytest.raises(UserError, match="weight_decay"):
+        load_variants(f)
+
+
+def test_presets_hold_the_documented_variants() -> None:
+    reg = preset_variants("regularizers", TINY, 1e-3, 6)
+    assert [v.name for v in reg] == ["none", "l2-coupled", "decoupled", "l1", "dropout",
+                                     "decoupled+dropout"]
+    by = {v.name: v.config(TINY) for v in reg}
+    assert by["none"].weight_decay == 0 and by["none"].l1 == 0 and by["none"].dropout == 0
+    assert by["l2-coupled"].decay_mode == "coupled" and by["decoupled"].decay_mode == "decoupled"
+    # L1's alpha matches L2's initial shrink: alpha = lambda * mean|w0| (He init: ~1e-2..1e-1)
+    assert 1e-3 * 1e-3 < by["l1"].l1 < 1e-3 * 0.2 and by["l1"].weight_decay == 0
+    imb = preset_variants("imbalance", TINY, 1e-3, 6)
+    assert {(v.config(TINY).loss, v.config(TINY).class_weights) for v in imb} == {
+        ("ce", "none"), ("ce", "inverse"), ("ce", "median"), ("ce", "enet"),
+        ("dice", "none"), ("focal", "none"), ("ce+dice", "none")}
+    assert all(v.config(TINY).weight_decay == 1e-3 for v in imb)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+A = [0.61, 0.58, 0.64, 0.55, 0.60, 0.63, 0.59]
+B = [0.57, 0.58, 0.60, 0.50, 0.59, 0.58, 0.60]
+
+
+def test_paired_difference_equals_scipy_and_hand_values() -> None:
+    got = paired_difference(A, B)
+    # d = 0.04, 0, 0.04, 0.05, 0.01, 0.05, -0.01: mean 0.18/7
+    assert got["mean_diff"] == pytest.approx(0.18 / 7)
+    d = [a - b for a, b in zip(A, B, strict=True)]
+    assert got["sd"] == pytest.approx(stats.tstd(d))
+    ref = stats.ttest_rel(A, B)
+    assert got["t"] == pytest.approx(ref.statistic) and got["p_t"] == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert got["p_wilcoxon"] == pytest.approx(stats.wilcoxon(A, B).pvalue)
+
+
+def test_paired_difference_edge_cases() -> None:
+    same = paired_difference([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same["mean_diff"] == 0 and same["p_t"] == 1.0 and same["p_wilcoxon"] == 1.0
+    one = paired_difference([0.5], [0.4])
+    assert one["mean_diff"] == pytest.approx(0.1) and math.isnan(one["p_t"])
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_holm_step_down_by_hand() -> None:
+    # sorted 0.01, 0.02, 0.04 with m = 3: 0.03, max(0.03, 0.04), max(0.04, 0.04) -> 0.03 0.04 0.04
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    got = holm([0.5, math.nan, 0.3])  # NaN is not a test: m = 2
+    assert got[0] == pytest.approx(0.6) and math.isnan(got[1]) and got[2] == pytest.approx(0.6)
+
+
+def test_per_image_miou_by_hand() -> None:
+    target = torch.tensor([[[0, 0], [1, 1]], [[2, 2], [2, 255]]])
+    preds = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [0, 1]]])
+    cm = image_confusions(preds, target, 3)
+    assert cm[0].tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert cm[1].tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 2]]  # the 255 pixel is left out
+    # image 0: class 0 IoU 1/2, class 1 IoU 2/3 -> 7/12; image 1: class 0 0/1, class 2 2/3
+    assert image_miou(cm).tolist() == pytest.approx([7 / 12, 1 / 3])
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_claims_keep_workers_apart(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "a" / "seed0"
+    assert _claim(folder) and _claim(folder)  # our own claim is ours
+    lock = folder.parent / ".seed0.claim"
+    host = lock.read_text().rsplit(":", 1)[0]
+    lock.write_text(f"{host}:{os.getppid()}")  # a live other process holds it
+    assert not _claim(folder)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lock.write_text(f"{host}:{dead}")  # its owner died: taken over
+    assert _claim(folder)
+    _release(folder)
+    assert not lock.exists()
+
+
+def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path: Path, one_torch_thread,
+                                                     capsys) -> None:
+    options = CompareOptions(variants=[Variant("none", {"weight_decay": 0.0}),
+                                       Variant("wd", {"weight_decay": 0.05})], seeds=[0, 1])
+    payload = run_compare(TINY, options, tmp_path, quiet=True)
+    assert payload["split"] == "test" and payload["baseline"] == "none"
+    assert [v["variant"] for v in payload["variants"]] == ["none", "wd"]
+    assert all(v["seeds"] == [0, 1] for v in payload["variants"])
+    (pair,) = payload["paired"]
+    assert pair["eval_miou"]["n"] == 2 and pair["images"]["n"] == 6
+    # per-seed differences recomputed from the runs' own numbers
+    runs = {(r["variant"], r["seed"]): r for r in payload["runs"]}
+    diffs = [runs[("wd", s)]["eval_miou"] - runs[("none", s)]["eval_miou"] for s in (0, 1)]
+    assert pair["eval_miou"]["mean_diff"] == pytest.approx(sum(diffs) / 2)
+    assert runs[("wd", 0)]["gap"] == pytest.approx(
+        runs[("wd", 0)]["train_miou"] - runs[("wd", 0)]["val_miou"])
+    lines = (tmp_path / "compare.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("variant,seed,status")
+    report = (tmp_path / "report.html").read_text()
+    for section in ("Variants", "Results (mean ± sd over seeds)", "Paired differences",
+                    "Per-class IoU", "Learning curves", "Effective learning rate"):
+        assert f"<h2>{section}" in report
+    assert report.count("<img") == 2 and "pole*" in report  # the rare class is marked
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/summary.json")}
+    assert len(stamps) == 4
+    again = run_compare(TINY, options, tmp_path, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert again["variants"] == payload["variants"]
+    assert json.loads((tmp_path / "compare.json").read_text())["seeds"] == [0, 1]
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
+    data = ["--data", TINY.data, "--epochs", "1"]
+    cases = [
+        (["--variant", "a: --lr 0.1", "--baseline", "b"], "--baseline 'b'"),
+        (["--preset", "regularizers", "--from-tune", str(tmp_path)], "--from-tune"),
+        (["--variant", "a: --lr 0.1", "--variant", "a: --lr 0.2"], "differ"),
+        (["--variant", "a: --optimizer rmsprop"], "a"),
+        (["--variant", "a: --lr 0.1", "--seeds", "x"], "--seeds"),
+        ([], "at least one"),
+    ]
+    for extra, needle in cases:
+        rc = main(["compare", "--out", str(tmp_path / "c"), *data, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (extra, err)
+        assert "Traceback" not in err[0]
