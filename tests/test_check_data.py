@@ -90,16 +90,21 @@ def test_check_data_lists_every_problem_with_its_file(broken: Path, capsys) -> N
     assert any(ln.split()[:2] == ["train", "3"] for ln in out.splitlines()), out
 
 
-def test_train_refuses_the_broken_folder_with_exit_2(broken: Path, tmp_path: Path,
-                                                     capsys) -> None:
-    rc = main(["train", "--data", f"folder:{broken}", "--out", str(tmp_path / "run"),
-               "--epochs", "1", "--device", "cpu"])
+@pytest.mark.parametrize("command, extra", [
+    ("train", []),
+    ("tune", ["--grid", "0,1e-3", "--folds", "2"]),
+    ("compare", ["--variant", "a: --weight-decay 0", "--seeds", "1"]),
+])
+def test_every_training_command_refuses_the_broken_folder_with_exit_2(
+        broken: Path, tmp_path: Path, capsys, command: str, extra: list[str]) -> None:
+    rc = main([command, "--data", f"folder:{broken}", "--out", str(tmp_path / "run"),
+               "--epochs", "1", "--device", "cpu", *extra])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     line, = err.strip().splitlines()
-    assert line.startswith("segdecay train: error: ")
+    assert line.startswith(f"segdecay {command}: error: ")
     assert any(all(n in line for n in needles) for needles in EXPECTED.values()), line
-    assert not (tmp_path / "run").exists()
+    assert not list(tmp_path.glob("run/**/*.pt")) and not (tmp_path / "run" / "runs").exists()
 
 
 def test_each_problem_alone_stops_the_loader(broken: Path) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,15 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and needle in err[0], (extra, err)
         assert "Traceback" not in err[0]
+
+
+def test_two_worker_processes_share_the_runs(tmp_path: Path) -> None:
+    options = CompareOptions(variants=[Variant("a", {"weight_decay": 0.0}),
+                                       Variant("b", {"weight_decay": 0.05})],
+                             seeds=[0, 1], workers=2)
+    payload = run_compare(replace(TINY, epochs=1), options, tmp_path, quiet=True)
+    assert all(v["seeds"] == [0, 1] for v in payload["variants"])
+    for metrics in tmp_path.glob("runs/*/*/metrics.csv"):
+        assert len(metrics.read_text().splitlines()) == 2, metrics  # trained once: one epoch
+    assert len(list(tmp_path.glob("runs/*/*/metrics.csv"))) == 4
+    assert not list(tmp_path.glob("runs/*/.*.claim"))  # every claim released

@@ -10,6 +10,7 @@ the list by claiming runs with a lock file each.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shlex
@@ -148,8 +149,6 @@ def preset_variants(preset: str, base: TrainConfig, lam: float, num_classes: int
 
 def lambda_from_tune(run: str | Path) -> float:
     """The lambda a finished ``segdecay tune`` chose."""
-    import json
-
     path = Path(run) / "tune.json"
     if not path.is_file():
         raise UserError(f"--from-tune {run}: no tune.json there (run segdecay tune first)")
@@ -221,13 +220,17 @@ def retuned_lr(base: TrainConfig, variant: Variant, options: CompareOptions, out
     for lr in options.retune_lr or []:
         folder = out / "lr-retune" / variant.name / f"lr{lr:g}"
         config = replace(variant.config(base), lr=lr, epochs=epochs, seed=options.seeds[0])
-        if _finished(folder):
-            import json
-
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        else:
-            summary = train(config, folder, resume=(folder / "last.pt").is_file(), data=data,
-                            log=Log(quiet=True))
+        while not _finished(folder):  # another worker may be training this one: wait
+            if _claim(folder):
+                try:
+                    if not _finished(folder):
+                        train(config, folder, resume=(folder / "last.pt").is_file(),
+                              data=data, log=Log(quiet=True))
+                finally:
+                    _release(folder)
+            else:
+                time.sleep(5)
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
         score = summary.get("final_val_miou") if summary.get("status", "completed") == \
             "completed" else None
         if score is not None and score > best:
