@@ -22,6 +22,8 @@ from typing import Any
 
 from segdecay.config import TrainConfig, from_dict, load_yaml
 from segdecay.errors import UserError
+from segdecay.interrupt import TrainingInterrupted
+from segdecay.resources import pid_alive
 
 PRESETS = ("regularizers", "imbalance")
 DROPOUT = 0.2  # the regularizers preset's dropout probability
@@ -186,7 +188,7 @@ def _claim(folder: Path) -> bool:
                 host, pid = lock.read_text().strip().rsplit(":", 1)
             except (OSError, ValueError):
                 return False
-            if host == socket.gethostname() and not _alive(int(pid)):
+            if host == socket.gethostname() and not pid_alive(int(pid)):
                 lock.unlink(missing_ok=True)
                 continue
             return host == socket.gethostname() and int(pid) == os.getpid()
@@ -198,16 +200,6 @@ def _claim(folder: Path) -> bool:
 
 def _release(folder: Path) -> None:
     (folder.parent / f".{folder.name}.claim").unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def retuned_lr(base: TrainConfig, variant: Variant, options: CompareOptions, out: Path,
@@ -270,8 +262,12 @@ def run_worker(base: TrainConfig, options: CompareOptions, out: Path, quiet: boo
                 config = replace(config, lr=lrs[variant.name])
             config = replace(config, seed=seed)
             started = time.perf_counter()
-            summary = train(config, folder, resume=(folder / "last.pt").is_file(), data=data,
-                            log=Log(quiet=quiet))
+            try:
+                summary = train(config, folder, resume=(folder / "last.pt").is_file(),
+                                data=data, log=Log(quiet=quiet))
+            except TrainingInterrupted as stop:
+                raise TrainingInterrupted(stop.signum, stop.out, stop.where, stop.saved,
+                                          "the same segdecay compare command") from None
             if progress:
                 score = summary.get("final_val_miou")
                 state = (f"val mIoU {score:.4f}" if summary.get("status", "completed")

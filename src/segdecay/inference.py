@@ -40,6 +40,12 @@ def predict_logits(
     if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
         x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
     x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    return logits_of_input(model, x, out_hw, multiple, channels_last, amp)
+
+
+def logits_of_input(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], multiple: int,
+                    channels_last: bool = False, amp: bool = False) -> torch.Tensor:
+    """Float logits at ``out_hw`` from an already normalized (perhaps perturbed) input."""
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):

@@ -27,11 +27,13 @@ class TrainingInterrupted(KeyboardInterrupt):
     trial) does not swallow the user's request to stop.
     """
 
-    def __init__(self, signum: int, out: str, where: str, saved: bool) -> None:
+    def __init__(self, signum: int, out: str, where: str, saved: bool,
+                 resume_hint: str | None = None) -> None:
         self.signum = signum
         self.out = out
         self.where = where
         self.saved = saved
+        self.resume_hint = resume_hint  # a command that continues (compare: rerun it)
         super().__init__(self.message)
 
     @property
@@ -53,8 +55,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         if not self.saved:
             return (f"interrupted by {self.signal_name} {self.where}; no checkpoint "
                     "(checkpoints off)")
+        hint = self.resume_hint or f"segdecay train --out {shlex.quote(self.out)} --resume"
         return (f"interrupted by {self.signal_name} {self.where}; checkpoint written; resume "
-                f"with: segdecay train --out {shlex.quote(self.out)} --resume")
+                f"with: {hint}")
 
 
 class StopRequest:

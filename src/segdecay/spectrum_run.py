@@ -32,6 +32,7 @@ from torch import nn
 
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
+from segdecay.inference import logits_of_input
 
 # Radial bands of the noise test, in cycles/pixel: thirds of 0..Nyquist (0.5).
 DEFAULT_BANDS: dict[str, tuple[float, float]] = {
@@ -152,21 +153,6 @@ def model_input(images: torch.Tensor, eval_hw: tuple[int, int] | None) -> torch.
     if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
         x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
     return (x - MEAN.to(x.device)) / STD.to(x.device)
-
-
-def logits_of_input(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], multiple: int,
-                    channels_last: bool = False, amp: bool = False) -> torch.Tensor:
-    """``predict_logits`` from an already normalized (and perhaps perturbed) input."""
-    from segdecay.inference import forward_padded
-
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = forward_padded(model, x, multiple)
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(out_hw):
-        logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-    return logits
 
 
 Perturb = Callable[[torch.Tensor, int], torch.Tensor]  # (normalized batch, batch index)

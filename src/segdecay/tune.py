@@ -25,6 +25,7 @@ from segdecay.data import load_dataset
 from segdecay.data.base import SegData
 from segdecay.errors import UserError
 from segdecay.folds import group_keys, group_kfold
+from segdecay.resources import pid_alive
 from segdecay.storage import open_storage, redact, resolve_storage_url
 
 SEARCHES = ("grid", "random", "tpe")
@@ -260,16 +261,6 @@ def _done_count(study: optuna.Study) -> int:
                if t.state in finished and t.user_attrs.get("duplicate_of") is None)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def retry_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fail and re-enqueue RUNNING trials whose worker process on this host is gone.
 
@@ -281,7 +272,7 @@ def retry_dead_local_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = str(t.user_attrs.get("worker", ""))
         w_host, _, pid = worker.rpartition(":")
-        if w_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+        if w_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "failure", "worker process died")
