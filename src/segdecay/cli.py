@@ -205,19 +205,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         preset_variants,
         run_compare,
     )
-    from segdecay.data import load_dataset
+    from segdecay.data import load_dataset_for
     from segdecay.tune import parse_grid
 
     config = config_from_args(args)
     variants = [parse_variant(v) for v in args.variant or []]
     if args.variants:
         variants += load_variants(args.variants)
+    data = None
     if args.preset:
         lam = lambda_from_tune(args.from_tune) if args.from_tune else config.weight_decay
-        info = load_dataset(config.data, num_classes=config.num_classes,
-                            class_names=config.class_names, val_fraction=config.val_fraction,
-                            seed=config.seed).info
-        variants += preset_variants(args.preset, config, lam, info.num_classes)
+        data = load_dataset_for(config)
+        variants += preset_variants(args.preset, config, lam, data.info.num_classes)
     elif args.from_tune:
         raise UserError("--from-tune sets the strength of a --preset; give --preset too")
     seeds = _parse_seeds(args.seeds)
@@ -225,7 +224,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         variants=variants, seeds=seeds, baseline=args.baseline,
         retune_lr=parse_grid(args.retune_lr, "--retune-lr") if args.retune_lr else None,
         retune_epochs=args.retune_epochs, workers=args.workers)
-    run_compare(config, options, Path(args.out), quiet=args.quiet)
+    run_compare(config, options, Path(args.out), quiet=args.quiet, data=data)
     return 0
 
 

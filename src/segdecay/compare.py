@@ -236,17 +236,17 @@ def jobs(options: CompareOptions) -> list[tuple[Variant, int]]:
 
 
 def run_worker(base: TrainConfig, options: CompareOptions, out: Path, quiet: bool = True,
-               threads: int | None = None, progress: bool = False) -> None:
-    """Train every unclaimed, unfinished (variant, seed) run."""
+               threads: int | None = None, progress: bool = False, data=None) -> None:
+    """Train every unclaimed, unfinished (variant, seed) run (``data``: the loaded base)."""
     import torch
 
-    from segdecay.data import load_dataset
+    from segdecay.data import load_dataset_for
     from segdecay.engine import Log, train
 
     if threads:
         torch.set_num_threads(threads)
-    data = load_dataset(base.data, num_classes=base.num_classes, class_names=base.class_names,
-                        val_fraction=base.val_fraction, seed=base.seed)
+    if data is None:
+        data = load_dataset_for(base)
     lrs: dict[str, float] = {}
     for variant, seed in jobs(options):
         folder = run_dir(out, variant.name, seed)
@@ -285,8 +285,11 @@ def _worker_entry(base: dict, options: dict, out: str, threads: int, progress: b
 
 
 def run_compare(base: TrainConfig, options: CompareOptions, out: str | Path,
-                quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) every variant x seed with ``options.workers`` processes, then report."""
+                quiet: bool = False, data=None) -> dict[str, Any]:
+    """Run (or resume) every variant x seed with ``options.workers`` processes, then report.
+
+    ``data`` is the base config's dataset if the caller has loaded it already.
+    """
     out = Path(out)
     names = [v.name for v in options.variants]
     if not names:
@@ -300,11 +303,14 @@ def run_compare(base: TrainConfig, options: CompareOptions, out: str | Path,
         raise UserError("--seeds: need at least one seed")
     if options.workers < 1:
         raise UserError(f"--workers {options.workers}: must be at least 1")
+    from segdecay.data import load_dataset_for
+
+    data = data if data is not None else load_dataset_for(base)  # checked up front, once
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
     say(f"compare: {len(names)} variants x {len(options.seeds)} seeds into {out}")
     if options.workers == 1:
-        run_worker(base, options, out, quiet=True, progress=not quiet)
+        run_worker(base, options, out, quiet=True, progress=not quiet, data=data)
     else:
         threads = max(1, (os.cpu_count() or 1) // options.workers)
         ctx = multiprocessing.get_context("spawn")
@@ -318,4 +324,4 @@ def run_compare(base: TrainConfig, options: CompareOptions, out: str | Path,
             p.join()
     from segdecay.compare_report import summarize_compare
 
-    return summarize_compare(base, options, out, say)
+    return summarize_compare(base, options, out, say, data)

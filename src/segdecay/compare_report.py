@@ -83,23 +83,17 @@ def _scores(folder: Path, split, split_name: str, num_classes: int) -> dict[str,
 
 def rare_classes(split, num_classes: int) -> list[int]:
     """Classes holding less than half the uniform share of labelled training pixels."""
-    import torch
+    from segdecay.check import split_stats
 
-    counts = torch.zeros(num_classes, dtype=torch.float64)
-    for mask in split.masks:
-        m = mask.reshape(-1).long()
-        counts += torch.bincount(m[m < num_classes], minlength=num_classes).double()
-    share = counts / counts.sum().clamp(min=1)
-    return [c for c in range(num_classes) if share[c] < 0.5 / num_classes]
+    pixels = split_stats(split, num_classes)["pixels"]
+    total = max(1, sum(pixels))
+    return [c for c in range(num_classes) if pixels[c] / total < 0.5 / num_classes]
 
 
-def collect(base: TrainConfig, options, out: Path) -> dict[str, Any]:
+def collect(base: TrainConfig, options, out: Path, data) -> dict[str, Any]:
     """Every finished run's numbers, per variant, plus the data facts the report needs."""
     from segdecay.compare import run_dir
-    from segdecay.data import load_dataset
 
-    data = load_dataset(base.data, num_classes=base.num_classes, class_names=base.class_names,
-                        val_fraction=base.val_fraction, seed=base.seed)
     split_name = "test" if data.test is not None else "val"
     split = data.split(split_name)
     n = data.info.num_classes
@@ -281,9 +275,9 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
     atomic_write_text(out / "report.html", page(f"segdecay compare {out.name}", sections))
 
 
-def summarize_compare(base: TrainConfig, options, out: Path, say) -> dict[str, Any]:
+def summarize_compare(base: TrainConfig, options, out: Path, say, data) -> dict[str, Any]:
     """Collect, aggregate and write every output; returns compare.json's content."""
-    collected = collect(base, options, out)
+    collected = collect(base, options, out, data)
     summary = aggregate(collected, options)
     payload = {"base": base.to_dict(), "seeds": options.seeds,
                "variants_options": {v.name: v.options for v in options.variants},

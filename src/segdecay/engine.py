@@ -37,13 +37,13 @@ from torch import nn
 from segdecay import distributed
 from segdecay.checkpoint import load_checkpoint, save_checkpoint
 from segdecay.config import MINIMUM_COUNTS, TrainConfig, save_config
-from segdecay.data import load_dataset
+from segdecay.data import load_dataset_for
 from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import augment_batch, get_preset, parse_size
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_write_text, write_json
 from segdecay.hardware import resolve_amp
-from segdecay.inference import iterate_batches, predict_logits
+from segdecay.inference import iterate_batches, logits_of_input, normalized_input
 from segdecay.interrupt import StopRequest, TrainingInterrupted
 from segdecay.losses import build_loss, class_weights
 from segdecay.metrics import SegmentationMetrics, format_iou_table
@@ -231,6 +231,8 @@ def evaluate_split(
     loss_fn: nn.Module | None = None,
     *,
     dist: distributed.DistContext | None = None,
+    perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Metrics over the whole split at label resolution, and the mean loss per image.
 
@@ -238,6 +240,10 @@ def evaluate_split(
     exactly as one process computes it) and the confusion counts and per-batch losses are
     summed over ranks, so every rank gets the single-process result. ``model`` is the bare
     model, not its DDP wrapper: ranks run different numbers of batches here.
+
+    ``perturb(x, batch_index)`` changes each normalized input batch before the forward (the
+    spectrum's filters and noise); ``on_batch(logits, target)`` sees each batch this rank
+    scored (per-image scores, prediction spectra), so analyses share this one loop.
     """
     ctx = dist or distributed.DistContext()
     model.eval()
@@ -252,10 +258,15 @@ def evaluate_split(
         if (k - 1) % ctx.world_size != ctx.rank:
             continue
         images, masks = images.to(device), masks.to(device)
-        logits = predict_logits(model, images, tuple(masks.shape[-2:]), eval_hw, stride,
-                                channels_last=config.channels_last, amp=config.amp)
+        x = normalized_input(images, eval_hw)
+        if perturb is not None:
+            x = perturb(x, k - 1)
+        logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,
+                                 channels_last=config.channels_last, amp=config.amp)
         target = masks.long()
         metrics.update(logits, target)
+        if on_batch is not None:
+            on_batch(logits, target)
         if loss_fn is not None:
             batch_losses.append((k - 1, loss_fn(logits, target).detach() * images.shape[0]))
     per_batch = torch.zeros(k, device=device)
@@ -374,9 +385,7 @@ def train(
     gen = torch.Generator().manual_seed(config.seed)
 
     if data is None:
-        data = load_dataset(config.data, num_classes=config.num_classes,
-                            class_names=config.class_names, val_fraction=config.val_fraction,
-                            seed=config.seed)
+        data = load_dataset_for(config)
     train_split = data.train
     if len(train_split) == 0:
         raise UserError(f"--data {config.data}: the training split is empty")

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from segdecay.data import load_dataset
+from segdecay.data import load_dataset_for
 from segdecay.engine import evaluate_split, load_run
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
@@ -32,8 +32,7 @@ def evaluate_run(
     if eval_size is not None:
         config = replace(config, eval_size=eval_size)
     spec = data or config.data
-    dataset = load_dataset(spec, num_classes=config.num_classes, class_names=config.class_names,
-                           val_fraction=config.val_fraction, seed=config.seed)
+    dataset = load_dataset_for(config, spec)
     if dataset.info.num_classes != meta["num_classes"]:
         raise UserError(f"--data {spec}: has {dataset.info.num_classes} classes but the run "
                         f"was trained with {meta['num_classes']}")

@@ -36,11 +36,16 @@ def predict_logits(
     amp: bool = False,
 ) -> torch.Tensor:
     """Float logits at ``out_hw`` for uint8 images [N,3,H,W]."""
+    return logits_of_input(model, normalized_input(images, eval_hw), out_hw, multiple,
+                           channels_last, amp)
+
+
+def normalized_input(images: torch.Tensor, eval_hw: tuple[int, int] | None) -> torch.Tensor:
+    """The float input the model sees: uint8 [N,3,H,W] resized to ``eval_hw``, normalized."""
     x = images.float().div_(255.0)
     if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
         x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
-    x = (x - MEAN.to(x.device)) / STD.to(x.device)
-    return logits_of_input(model, x, out_hw, multiple, channels_last, amp)
+    return (x - MEAN.to(x.device)) / STD.to(x.device)
 
 
 def logits_of_input(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], multiple: int,

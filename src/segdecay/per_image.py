@@ -13,10 +13,6 @@ from typing import Any
 import torch
 
 from segdecay.data.base import IGNORE_INDEX, SegSplit
-from segdecay.data.transforms import parse_size
-from segdecay.inference import iterate_batches, predict_logits
-from segdecay.metrics import SegmentationMetrics
-from segdecay.models import output_stride
 
 
 def image_confusions(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -39,21 +35,17 @@ def image_miou(confusion: torch.Tensor) -> torch.Tensor:
     return iou.sum(dim=1) / present.sum(dim=1).clamp(min=1)
 
 
-@torch.no_grad()
 def score_images(run: str | Path, split: SegSplit, num_classes: int,
                  checkpoint: str = "last") -> dict[str, Any]:
     """Split-level metrics and per-image mIoU of ``run``'s weights on ``split``."""
-    from segdecay.engine import load_run
+    from segdecay.engine import evaluate_split, load_run
 
     config, _, model, device = load_run(run, checkpoint, device="cpu")
-    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
-    eval_hw = parse_size(config.eval_size, "--eval-size")
-    stride = output_stride(model)
     per_image: list[float] = []
-    for images, masks in iterate_batches(split, max(1, config.batch_size), device):
-        logits = predict_logits(model, images, tuple(masks.shape[-2:]), eval_hw, stride,
-                                channels_last=config.channels_last, amp=config.amp)
-        target = masks.long()
-        metrics.update(logits, target)
-        per_image += image_miou(image_confusions(logits.argmax(1), target, num_classes)).tolist()
-    return {**metrics.compute(), "per_image_miou": per_image}
+
+    def collect(logits: torch.Tensor, target: torch.Tensor) -> None:
+        per_image.extend(image_miou(image_confusions(logits.argmax(1), target,
+                                                     num_classes)).tolist())
+
+    result, _ = evaluate_split(model, split, num_classes, config, device, on_batch=collect)
+    return {**result, "per_image_miou": per_image}

@@ -32,7 +32,6 @@ from torch import nn
 
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
-from segdecay.inference import logits_of_input
 
 # Radial bands of the noise test, in cycles/pixel: thirds of 0..Nyquist (0.5).
 DEFAULT_BANDS: dict[str, tuple[float, float]] = {
@@ -145,40 +144,15 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, s
 # ----------------------------------------------------------------------------- forward passes
 
 
-def model_input(images: torch.Tensor, eval_hw: tuple[int, int] | None) -> torch.Tensor:
-    """The normalized float input of ``predict_logits`` for uint8 images (same steps)."""
-    from segdecay.data.transforms import MEAN, STD
-
-    x = images.float().div_(255.0)
-    if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
-        x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
-
-
 Perturb = Callable[[torch.Tensor, int], torch.Tensor]  # (normalized batch, batch index)
 
 
-@torch.no_grad()
 def perturbed_miou(model: nn.Module, split, num_classes: int, config, device: torch.device,
                    perturb: Perturb) -> float:
     """Val mIoU when ``perturb`` changes each normalized input batch before the forward."""
-    from segdecay.data.base import IGNORE_INDEX
-    from segdecay.data.transforms import parse_size
-    from segdecay.inference import iterate_batches
-    from segdecay.metrics import SegmentationMetrics
-    from segdecay.models import output_stride
+    from segdecay.engine import evaluate_split
 
-    model.eval()
-    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
-    eval_hw = parse_size(config.eval_size, "--eval-size")
-    stride = output_stride(model)
-    for b, (images, masks) in enumerate(iterate_batches(split, max(1, config.batch_size),
-                                                        device)):
-        x = perturb(model_input(images, eval_hw), b)
-        logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,
-                                 config.channels_last, config.amp)
-        metrics.update(logits, masks.long())
-    return metrics.compute()["miou"]
+    return evaluate_split(model, split, num_classes, config, device, perturb=perturb)[0]["miou"]
 
 
 def _noise_perturb(band: tuple[float, float], eps: float, seed: int) -> Perturb:
@@ -199,55 +173,43 @@ def _lowpass_perturb(cutoff: float, kind: str) -> Perturb:
     return lambda x, _b: lowpass(x, cutoff, kind)
 
 
-@torch.no_grad()
 def clean_pass(model: nn.Module, split, num_classes: int, config, device: torch.device,
                cutoff: float, boundary_ratio: float) -> dict[str, Any]:
     """mIoU, Boundary IoU and prediction/ground-truth spectra in one pass over the split."""
     from segdecay.data.base import IGNORE_INDEX
-    from segdecay.data.transforms import parse_size
-    from segdecay.inference import iterate_batches, predict_logits
-    from segdecay.metrics import SegmentationMetrics
-    from segdecay.models import output_stride
+    from segdecay.engine import evaluate_split
     from segdecay.spectrum import BoundaryIoU, power_spectrum_2d, radial_profile, split_energy
 
-    model.eval()
-    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
     biou = BoundaryIoU(num_classes, IGNORE_INDEX, boundary_ratio)
-    eval_hw = parse_size(config.eval_size, "--eval-size")
-    stride = output_stride(model)
-    bins = None
     acc = {k: torch.zeros((), dtype=torch.float64) for k in
            ("pred_low", "pred_total", "gt_low", "gt_total")}
-    pred_prof = gt_prof = None
-    maps = 0
-    for images, masks in iterate_batches(split, max(1, config.batch_size), device):
-        logits = predict_logits(model, images, tuple(masks.shape[-2:]), eval_hw, stride,
-                                channels_last=config.channels_last, amp=config.amp)
-        target = masks.long()
-        metrics.update(logits, target)
+    profiles: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {"maps": 0, "bins": None, "freqs": None}
+
+    def spectra(logits: torch.Tensor, target: torch.Tensor) -> None:
         biou.update(logits.argmax(dim=1), target)
         valid = (target != IGNORE_INDEX)[:, None]
         probs = logits.softmax(dim=1) * valid
         onehot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
         onehot = onehot.to(probs.dtype) * valid
-        if bins is None:
-            bins = min(masks.shape[-2:]) // 2 + 1
-        for i in range(images.shape[0]):  # one image at a time bounds the FFT memory
+        if state["bins"] is None:
+            state["bins"] = min(target.shape[-2:]) // 2 + 1
+        for i in range(probs.shape[0]):  # one image at a time bounds the FFT memory
             for name, maps_i in (("pred", probs[i]), ("gt", onehot[i])):
                 power = power_spectrum_2d(maps_i.cpu())
                 low, total = split_energy(power, cutoff)
                 acc[f"{name}_low"] += low.sum()
                 acc[f"{name}_total"] += total.sum()
-                freqs, prof = radial_profile(power, bins)
+                state["freqs"], prof = radial_profile(power, state["bins"])
                 prof = prof.sum(dim=0)
-                if name == "pred":
-                    pred_prof = prof if pred_prof is None else pred_prof + prof
-                else:
-                    gt_prof = prof if gt_prof is None else gt_prof + prof
-            maps += num_classes
+                profiles[name] = profiles[name] + prof if name in profiles else prof
+            state["maps"] += num_classes
+
+    result, _ = evaluate_split(model, split, num_classes, config, device, on_batch=spectra)
+    maps, freqs = state["maps"], state["freqs"]
+    pred_prof, gt_prof = profiles.get("pred"), profiles.get("gt")
     if not maps:
         raise UserError("the split to analyse holds no image")
-    result = metrics.compute()
     boundary = biou.compute()
 
     def high(name: str) -> float:
@@ -272,14 +234,12 @@ def clean_pass(model: nn.Module, split, num_classes: int, config, device: torch.
 
 
 def _load_split(spec: str, config, split: str, cache: dict, max_images: int | None):
-    from segdecay.data import load_dataset
+    from segdecay.data import load_dataset_for
 
     key = (spec, config.num_classes, tuple(config.class_names or ()), config.val_fraction,
            config.seed)
     if key not in cache:
-        cache[key] = load_dataset(spec, num_classes=config.num_classes,
-                                  class_names=config.class_names,
-                                  val_fraction=config.val_fraction, seed=config.seed)
+        cache[key] = load_dataset_for(config, spec)
     data = cache[key]
     chosen = data.split(split)
     if max_images is not None and len(chosen) > max_images:

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 from segdecay.config import TrainConfig
-from segdecay.data import load_dataset
+from segdecay.data import load_dataset_for
 from segdecay.data.base import SegData
 from segdecay.errors import UserError
 from segdecay.folds import group_keys, group_kfold
@@ -292,8 +292,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = load_dataset(base.data, num_classes=base.num_classes, class_names=base.class_names,
-                        val_fraction=base.val_fraction, seed=base.seed)
+    data = load_dataset_for(base)
     fits = fold_splits(data, options)
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),

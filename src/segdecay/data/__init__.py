@@ -13,7 +13,8 @@ from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
 from segdecay.data.cache import cached
 from segdecay.errors import UserError
 
-__all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset", "parse_value"]
+__all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset",
+           "load_dataset_for", "parse_value"]
 
 SPEC_FORMS = "synthetic, synthetic:KEY=VAL,..., camvid:PATH, folder:PATH"
 
@@ -154,3 +155,14 @@ def load_dataset(
         data = load_camvid(path, problems=problems)
     _check_fixed_classes(data, "CamVid", num_classes, class_names)
     return data
+
+
+def load_dataset_for(config: Any, spec: str | None = None) -> SegData:
+    """The dataset a run's config names (``spec`` instead of its own, with the same options).
+
+    One place turns a ``TrainConfig`` into loader options, so train, tune, compare, evaluate
+    and spectrum load (and cache) the very same dataset for the same config.
+    """
+    return load_dataset(spec or config.data, num_classes=config.num_classes,
+                        class_names=config.class_names, val_fraction=config.val_fraction,
+                        seed=config.seed)
