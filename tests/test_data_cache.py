@@ -12,6 +12,7 @@ from PIL import Image
 
 import segdecay.data.folder as folder_module
 from segdecay.data import load_dataset
+from segdecay.data.base import SegData
 from segdecay.data.cache import cache_root, fingerprint
 from segdecay.errors import UserError
 
@@ -84,9 +85,17 @@ def test_options_are_part_of_the_key(tmp_path) -> None:
         load_dataset(f"folder:{tmp_path / 'ds'}", seed=1).val.names
 
 
+def _in_memory(spec: str, monkeypatch) -> SegData:
+    """The dataset decoded into memory, owing nothing to the cache files."""
+    with monkeypatch.context() as m:
+        m.setenv("SEGDECAY_CACHE", "off")
+        return load_dataset(spec)
+
+
 def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch) -> None:
     _write(tmp_path / "ds")
-    first = load_dataset(f"folder:{tmp_path / 'ds'}")
+    load_dataset(f"folder:{tmp_path / 'ds'}")
+    first = _in_memory(f"folder:{tmp_path / 'ds'}", monkeypatch)
     (entry,) = cache_root().iterdir()
     blob = entry / "train.masks.u8"
     blob.write_bytes(blob.read_bytes()[:-5])  # truncated

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
-from segdecay.data.cache import cached
+from segdecay.data.cache import CacheWriter, cached
 from segdecay.errors import UserError
 
 __all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset",
@@ -134,9 +134,10 @@ def load_dataset(
     if scheme == "folder":
         from segdecay.data.folder import load_folder
 
-        def folder() -> SegData:
+        def folder(writer: CacheWriter | None = None) -> SegData:
             return load_folder(path, num_classes=num_classes, class_names=class_names,
-                               val_fraction=val_fraction, seed=seed, problems=problems)
+                               val_fraction=val_fraction, seed=seed, problems=problems,
+                               writer=writer)
 
         if problems is not None:  # check-data always scans every file
             return folder()
@@ -150,7 +151,7 @@ def load_dataset(
     if num_classes is not None and num_classes != n:  # fail before decoding
         raise UserError(f"option num_classes={num_classes} does not match CamVid's {n} classes")
     if problems is None:
-        data = cached(path.resolve(), "camvid", {}, lambda: load_camvid(path))
+        data = cached(path.resolve(), "camvid", {}, lambda w: load_camvid(path, writer=w))
     else:
         data = load_camvid(path, problems=problems)
     _check_fixed_classes(data, "CamVid", num_classes, class_names)

@@ -7,6 +7,12 @@ trains from the page cache) and a sample of masks is checked for labels out of r
 added, removed, resized or touched file changes the key, which means a full decode and scan.
 Only a clean dataset is cached: a problem found by the loader raises before anything is kept.
 
+The first decode streams: loaders read every image's size from its header, the cache
+preallocates one file per split (:class:`CacheWriter`), and each pair is decoded straight
+into its slot, so a dataset larger than memory is decoded once into the page cache and is
+memory-mapped from then on. Only when the cache folder cannot be written (read-only, full)
+does the loader fall back to decoding into memory, where the memory check applies.
+
 ``SEGDECAY_CACHE`` names the cache folder (default ``~/.cache/segdecay``); ``off`` disables it.
 """
 
@@ -17,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +101,90 @@ def save(key: str, data: SegData) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class CacheUnavailable(Exception):
+    """The cache folder cannot take the dataset (no space, read-only): decode into memory."""
+
+
+class CacheWriter:
+    """Preallocated split files of one dataset, filled pair by pair by a loader's threads.
+
+    Writes are ``pwrite`` calls at each sample's offset (a full disk is an OSError, never a
+    SIGBUS from a mapped page), and :meth:`split` maps the finished files copy-on-write.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._shapes: dict[str, list[tuple[int, int]]] = {}
+        self._offsets: dict[str, list[int]] = {}
+        self._fds: dict[str, tuple[int, int]] = {}
+
+    def allocate(self, split: str, shapes: Sequence[tuple[int, int]]) -> None:
+        """Reserve room for ``split``'s samples of these (H, W), in this order."""
+        shapes = [(int(h), int(w)) for h, w in shapes]
+        offsets, at = [], 0
+        for h, w in shapes:
+            offsets.append(at)
+            at += h * w
+        try:
+            if shutil.disk_usage(self.folder).free < 4 * at:
+                raise CacheUnavailable(f"{self.folder}: no room for {4 * at} bytes")
+            fds = []
+            for part, size in (("images", 3 * at), ("masks", at)):
+                fd = os.open(self.folder / f"{split}.{part}.u8",
+                             os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+                fds.append(fd)
+                if size:
+                    os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        self._shapes[split], self._offsets[split] = shapes, offsets
+        self._fds[split] = (fds[0], fds[1])
+
+    def shape(self, split: str, index: int) -> tuple[int, int]:
+        """The (H, W) reserved for sample ``index`` of ``split``."""
+        return self._shapes[split][index]
+
+    def _check(self, split: str, index: int, got: tuple[int, ...], what: str) -> None:
+        if got != self._shapes[split][index]:
+            raise CacheUnavailable(f"{what} {index} of {split} is {got}, the header said "
+                                   f"{self._shapes[split][index]}")
+
+    def put_image(self, split: str, index: int, image: torch.Tensor) -> None:
+        """Write sample ``index``'s ``uint8 [3, H, W]`` image into its slot."""
+        self._check(split, index, tuple(image.shape[-2:]), "image")
+        self._write(self._fds[split][0], 3 * self._offsets[split][index], image)
+
+    def put_mask(self, split: str, index: int, mask: torch.Tensor) -> None:
+        """Write sample ``index``'s ``uint8 [H, W]`` mask into its slot."""
+        self._check(split, index, tuple(mask.shape), "mask")
+        self._write(self._fds[split][1], self._offsets[split][index], mask)
+
+    @staticmethod
+    def _write(fd: int, offset: int, tensor: torch.Tensor) -> None:
+        data = memoryview(tensor.contiguous().numpy()).cast("B")
+        try:
+            while len(data):
+                done = os.pwrite(fd, data, offset)
+                data, offset = data[done:], offset + done
+        except OSError as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    def split(self, split: str, names: list[str], groups: list[str]) -> SegSplit:
+        """The filled split as memory-mapped tensors (call once every slot is written)."""
+        for fd in self._fds.pop(split):
+            os.close(fd)
+        meta = {"names": names, "groups": groups,
+                "shapes": [list(s) for s in self._shapes[split]]}
+        return _read_split(self.folder, split, meta)
+
+    def close(self) -> None:
+        """Close what is still open (after a failure)."""
+        for fds in self._fds.values():
+            for fd in fds:
+                os.close(fd)
+        self._fds.clear()
+
+
 def _map(path: Path, size: int) -> torch.Tensor:
     if size == 0:
         return torch.zeros(0, dtype=torch.uint8)
@@ -152,14 +242,51 @@ def load(key: str) -> SegData | None:
                    test=splits.get("test"))
 
 
+def _streamed(key: str, loader: Callable[[CacheWriter | None], SegData]) -> SegData | None:
+    """Decode straight into a new cache entry; None when the cache folder cannot take it."""
+    root = cache_root()
+    assert root is not None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root))
+    except OSError:
+        return None
+    writer = CacheWriter(tmp)
+    try:
+        data = loader(writer)
+        splits = {"train": data.train, "val": data.val, "test": data.test}
+        meta = {"format": FORMAT, "info": vars(data.info),
+                "splits": {n: _split_meta(s) for n, s in splits.items() if s is not None}}
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.rename(tmp, root / key)  # the mapped files stay valid under their new name
+        except OSError:  # another process stored it first: ours stays mapped until dropped
+            shutil.rmtree(tmp, ignore_errors=True)
+        return data
+    except CacheUnavailable:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        writer.close()
+
+
 def cached(root: Path, kind: str, options: dict[str, Any],
-           loader: Callable[[], SegData]) -> SegData:
-    """``loader()`` through the cache: decode and check once, memory-map afterwards."""
+           loader: Callable[[CacheWriter | None], SegData]) -> SegData:
+    """``loader`` through the cache: decode and check once, memory-map afterwards.
+
+    ``loader(writer)`` decodes into the writer's files; ``loader(None)`` decodes into memory
+    (cache off or not writable).
+    """
     if cache_root() is None:
-        return loader()
+        return loader(None)
     key = fingerprint(root, kind, options)
     data = load(key)
     if data is None:
-        data = loader()
+        data = _streamed(key, loader)
+    if data is None:
+        data = loader(None)
         save(key, data)
     return data

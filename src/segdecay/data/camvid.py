@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit, attempt, report
+from segdecay.data.cache import CacheWriter
 from segdecay.data.imageio import map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
 from segdecay.resources import cache_bytes, check_cache_fits, image_size
@@ -112,9 +113,11 @@ def _load_pair(pair: tuple[Path, Path]) -> tuple[torch.Tensor, torch.Tensor]:
     return loaded
 
 
-def _load_split(root: Path, split: str, problems: list[str] | None = None) -> SegSplit:
+def _load_split(root: Path, split: str, problems: list[str] | None = None,
+                writer: CacheWriter | None = None) -> SegSplit:
     """Load ``root/split`` and ``root/splitannot`` into a SegSplit (bad pairs are left out
-    when collecting ``problems``)."""
+    when collecting ``problems``); with a cache ``writer``, decode into its files instead of
+    memory."""
     img_dir, ann_dir = root / split, root / f"{split}annot"
     missing = [folder for folder in (img_dir, ann_dir) if not folder.is_dir()]
     for folder in missing:
@@ -137,6 +140,17 @@ def _load_split(root: Path, split: str, problems: list[str] | None = None) -> Se
         report(problems, f"CamVid label map {ann_dir / name} has no image {img_dir / name}")
     pairs = [(p, ann_dir / p.name) for p in images if p.name in annots]
     sizes = [image_size(p) for p, _ in pairs]
+    names = [p.stem for p, _ in pairs]
+    if writer is not None and problems is None and None not in sizes:
+        writer.allocate(split, [hw for hw in sizes if hw is not None])
+
+        def into_slot(item: tuple[int, tuple[Path, Path]]) -> None:
+            image, mask = _load_pair(item[1])
+            writer.put_image(split, item[0], image)
+            writer.put_mask(split, item[0], mask)
+
+        map_threaded(into_slot, list(enumerate(pairs)), workers=4)
+        return writer.split(split, names, [sequence_id(n) for n in names])
     too_big = check_cache_fits(cache_bytes(hw for hw in sizes if hw is not None),
                                f"CamVid folder {img_dir}", len(pairs))
     if too_big:
@@ -153,7 +167,7 @@ def _load_split(root: Path, split: str, problems: list[str] | None = None) -> Se
             problems.extend(found)
         kept = [(pair, r) for pair, (r, _) in zip(pairs, results, strict=True) if r is not None]
         pairs, loaded = [p for p, _ in kept], [r for _, r in kept]
-    names = [p.stem for p, _ in pairs]
+        names = [p.stem for p, _ in pairs]
     return SegSplit(
         images=[im for im, _ in loaded],
         masks=[m for _, m in loaded],
@@ -162,20 +176,22 @@ def _load_split(root: Path, split: str, problems: list[str] | None = None) -> Se
     )
 
 
-def load_camvid(root: Path, problems: list[str] | None = None) -> SegData:
+def load_camvid(root: Path, problems: list[str] | None = None,
+                writer: CacheWriter | None = None) -> SegData:
     """Load SegNet's CamVid from ``root`` (train/val required, test used when present).
 
     Masks hold 0..10 with void (11) remapped to ``IGNORE_INDEX``; any other value is a
     UserError naming the file. ``groups`` is each frame's sequence id (``0001TP``, ``Seq05VD``...).
     With a ``problems`` list every problem is appended instead and bad pairs are left out.
+    With a cache ``writer`` (and no list) pairs are decoded into its files, not memory.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"CamVid folder {root} does not exist; {_LAYOUT}")
-    train = _load_split(root, "train", problems)
-    val = _load_split(root, "val", problems)
+    train = _load_split(root, "train", problems, writer)
+    val = _load_split(root, "val", problems, writer)
     has_test = (root / "test").exists() or (root / "testannot").exists()
-    test = _load_split(root, "test", problems) if has_test else None
+    test = _load_split(root, "test", problems, writer) if has_test else None
     info = DatasetInfo(
         name="camvid",
         num_classes=len(CAMVID_CLASSES),

@@ -38,6 +38,7 @@ from segdecay.data.base import (
     attempt,
     report,
 )
+from segdecay.data.cache import CacheWriter
 from segdecay.data.imageio import IMAGE_SUFFIXES, map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
 from segdecay.resources import cache_bytes, check_cache_fits, image_size
@@ -357,6 +358,95 @@ def _class_setup(
     return num_classes, names
 
 
+def _index_mask(
+    s: _Sample, palette: _Palette | None, palette_path: Path, problems: list[str] | None
+) -> np.ndarray | None:
+    """One raw mask as class values: RGB through the palette, grey-as-RGB as its first
+    channel, index masks as they are; None (when collecting) for a colour mask without one."""
+    raw = s.raw
+    assert raw is not None
+    if raw.ndim != 3:
+        return raw
+    if palette is not None:
+        return attempt(problems, _colour_to_index, s, palette, palette_path)
+    if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
+        return raw[..., 0]  # grey levels saved as RGB: values are indices
+    report(problems, f"mask {s.mask_path} is a colour (RGB) image; add {palette_path} with "
+           "one 'R G B name' line per class, or save masks as index PNGs")
+    return None
+
+
+@dataclass
+class _LabelPlan:
+    """The dataset-wide reading of mask values: binary 0/255 or class ids, and the classes."""
+
+    binary: bool
+    num_classes: int
+    names: list[str]
+
+
+def _plan_labels(
+    samples: list[_Sample],
+    values: list[np.ndarray | None],
+    palette: _Palette | None,
+    num_classes: int | None,
+    names: list[str] | None,
+    problems: list[str] | None = None,
+) -> tuple[_LabelPlan, set[int]]:
+    """Decide binary/index and the class count from every mask's distinct values (so the
+    decision needs no mask in memory); also the samples rejected on the way (collecting)."""
+    seen: set[int] = set()
+    for v in values:
+        if v is not None:
+            seen.update(v.tolist())
+    binary = (palette is None and num_classes in (None, 2) and IGNORE_INDEX in seen
+              and seen <= {0, IGNORE_INDEX})
+    rejected: set[int] = set()
+    if binary:
+        if names is None:
+            num_classes, names = 2, ["background", "foreground"]
+    elif num_classes is None:
+        # Inferred from the values: class ids must be 0..254; offending masks are dropped.
+        labels: set[int] = set()
+        for i, (s, v) in enumerate(zip(samples, values, strict=True)):
+            if v is None or not len(v):
+                continue
+            if v.min() < 0:
+                report(problems, f"mask {s.mask_path} has negative label value {int(v.min())}")
+                rejected.add(i)
+            elif v.max() > IGNORE_INDEX:
+                report(problems, f"mask {s.mask_path} has label values above {IGNORE_INDEX - 1}; "
+                       f"give masks with class ids 0..{IGNORE_INDEX - 1} ({IGNORE_INDEX} = ignore)")
+                rejected.add(i)
+            else:
+                labels.update(v.tolist())
+        labels.discard(IGNORE_INDEX)
+        num_classes = int(max(labels)) + 1 if labels else 1
+        names = [f"class{i}" for i in range(num_classes)]
+    assert names is not None and num_classes is not None
+    return _LabelPlan(binary, num_classes, names), rejected
+
+
+def _final_mask(
+    s: _Sample, arr: np.ndarray, plan: _LabelPlan, problems: list[str] | None = None
+) -> torch.Tensor | None:
+    """Class values to the uint8 training mask: binary mapping, range check, ignore region."""
+    if plan.binary:
+        arr = np.where(arr == IGNORE_INDEX, 1, 0).astype(np.uint8)
+    n = plan.num_classes
+    bad_px = ((arr >= n) & (arr != IGNORE_INDEX)) | (arr < 0)
+    if bad_px.any():
+        bad = np.unique(arr[bad_px])
+        shown = ", ".join(str(int(v)) for v in bad[:5])
+        report(problems, f"mask {s.mask_path} has label value(s) {shown} but there are "
+               f"{n} classes (0..{n - 1}, {IGNORE_INDEX} = ignore)")
+        return None
+    out = arr.astype(np.uint8)
+    if s.region is not None:
+        out = np.where(s.region, out, np.uint8(IGNORE_INDEX)).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
 def _to_masks(
     samples: list[_Sample],
     root: Path,
@@ -369,79 +459,62 @@ def _to_masks(
 
     The mask of a sample with a problem is None (only when collecting problems).
     """
-    palette_path = root / "palette.txt"
-    index: list[np.ndarray | None] = []
-    for s in samples:
-        raw = s.raw
-        assert raw is not None
-        if raw.ndim == 3:
-            if palette is not None:
-                raw = attempt(problems, _colour_to_index, s, palette, palette_path)
-            elif np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(
-                raw[..., 0], raw[..., 2]
-            ):
-                raw = raw[..., 0]  # grey levels saved as RGB: values are indices
-            else:
-                report(problems, f"mask {s.mask_path} is a colour (RGB) image; add "
-                       f"{palette_path} with one 'R G B name' line per class, or save masks "
-                       "as index PNGs")
-                raw = None
-        index.append(raw)
+    index = [_index_mask(s, palette, root / "palette.txt", problems) for s in samples]
+    values = [None if a is None else np.unique(a) for a in index]
+    plan, rejected = _plan_labels(samples, values, palette, num_classes, names, problems)
+    masks = [None if a is None or i in rejected else _final_mask(s, a, plan, problems)
+             for i, (s, a) in enumerate(zip(samples, index, strict=True))]
+    return masks, plan.num_classes, plan.names
 
-    values: set[int] = set()
-    for arr in index:
-        if arr is not None:
-            values.update(np.unique(arr).tolist())
-    binary = (
-        palette is None
-        and num_classes in (None, 2)
-        and IGNORE_INDEX in values
-        and values <= {0, IGNORE_INDEX}
-    )
-    if binary:
-        index = [None if arr is None else np.where(arr == IGNORE_INDEX, 1, 0).astype(np.uint8)
-                 for arr in index]
-        if names is None:
-            num_classes, names = 2, ["background", "foreground"]
-    if num_classes is None:
-        # Inferred from the values: class ids must be 0..254; offending masks are dropped.
-        for i, (s, arr) in enumerate(zip(samples, index, strict=True)):
-            if arr is None:
-                continue
-            if (arr < 0).any():
-                report(problems, f"mask {s.mask_path} has negative label value {int(arr.min())}")
-                index[i] = None
-            elif (arr > IGNORE_INDEX).any():
-                report(problems, f"mask {s.mask_path} has label values above {IGNORE_INDEX - 1}; "
-                       f"give masks with class ids 0..{IGNORE_INDEX - 1} ({IGNORE_INDEX} = ignore)")
-                index[i] = None
-        labels = set()
-        for arr in index:
-            if arr is not None:
-                labels.update(np.unique(arr).tolist())
-        labels.discard(IGNORE_INDEX)
-        num_classes = int(max(labels)) + 1 if labels else 1
-        names = [f"class{i}" for i in range(num_classes)]
-    assert names is not None
 
-    masks: list[torch.Tensor | None] = []
-    for s, arr in zip(samples, index, strict=True):
-        if arr is None:
-            masks.append(None)
-            continue
-        bad_px = ((arr >= num_classes) & (arr != IGNORE_INDEX)) | (arr < 0)
-        if bad_px.any():
-            bad = np.unique(arr[bad_px])
-            shown = ", ".join(str(int(v)) for v in bad[:5])
-            report(problems, f"mask {s.mask_path} has label value(s) {shown} but there are "
-                   f"{num_classes} classes (0..{num_classes - 1}, {IGNORE_INDEX} = ignore)")
-            masks.append(None)
-            continue
-        out = arr.astype(np.uint8)
-        if s.region is not None:
-            out = np.where(s.region, out, np.uint8(IGNORE_INDEX)).astype(np.uint8)
-        masks.append(torch.from_numpy(np.ascontiguousarray(out)))
-    return masks, num_classes, names
+def _stream_into_cache(
+    writer: CacheWriter,
+    parts: dict[str, list[_Sample]],
+    sizes: dict[int, tuple[int, int] | None],
+    root: Path,
+    palette: _Palette | None,
+    num_classes: int | None,
+    names: list[str] | None,
+) -> tuple[dict[str, SegSplit], _LabelPlan]:
+    """Decode every final split straight into the cache files, holding a few pairs at a time.
+
+    Pass one writes images and keeps only each mask's distinct values; the dataset-wide label
+    plan follows; pass two decodes the masks again and writes them. Problems raise.
+    """
+    jobs = [(split, i, s) for split, samples in parts.items() for i, s in enumerate(samples)]
+    for split, samples in parts.items():
+        writer.allocate(split, [sizes[id(s)] for s in samples])  # type: ignore[misc]
+
+    def first(job: tuple[str, int, _Sample]) -> np.ndarray:
+        split, i, s = job
+        _decode(s)
+        assert s.image is not None
+        writer.put_image(split, i, s.image)
+        arr = _index_mask(s, palette, root / "palette.txt", None)
+        assert arr is not None
+        s.image = s.raw = s.region = None
+        return np.unique(arr)
+
+    values = map_threaded(first, jobs, workers=4)
+    plan, _ = _plan_labels([s for _, _, s in jobs], list(values), palette, num_classes, names)
+
+    def second(job: tuple[str, int, _Sample]) -> None:
+        split, i, s = job
+        s.raw = read_mask_raw(s.mask_path)
+        if s.ignore_path is not None:
+            region = read_mask_raw(s.ignore_path)
+            s.region = region.any(axis=2) if region.ndim == 3 else region != 0
+        arr = _index_mask(s, palette, root / "palette.txt", None)
+        assert arr is not None
+        mask = _final_mask(s, arr, plan)
+        assert mask is not None
+        writer.put_mask(split, i, mask)
+        s.raw = s.region = None
+
+    map_threaded(second, jobs, workers=4)
+    splits = {split: writer.split(split, [s.name for s in samples], [s.name for s in samples])
+              for split, samples in parts.items()}
+    return splits, plan
 
 
 def _holdout(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -449,6 +522,48 @@ def _holdout(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[in
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     perm = np.random.default_rng(seed).permutation(n)
     return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+def _decode_in_memory(
+    split_samples: dict[str, list[_Sample]],
+    root: Path,
+    palette: _Palette | None,
+    num_classes: int | None,
+    names: list[str] | None,
+    val_fraction: float,
+    seed: int,
+    problems: list[str] | None,
+) -> tuple[SegSplit, SegSplit, SegSplit | None, int, list[str]]:
+    """Decode every sample into memory (cache off, or collecting problems for check-data)."""
+    all_samples = [s for group in split_samples.values() for s in group]
+    usable = {id(s) for s in _decode_all(all_samples, problems)}
+    good = [s for s in all_samples if id(s) in usable]
+    masks, num_classes, names = _to_masks(good, root, palette, num_classes, names, problems)
+    mask_of = {id(s): m for s, m in zip(good, masks, strict=True) if m is not None}
+
+    def build(samples: list[_Sample]) -> SegSplit:
+        kept = [s for s in samples if id(s) in mask_of]
+        images = []
+        for s in kept:
+            assert s.image is not None
+            images.append(s.image)
+        return SegSplit(
+            images=images,
+            masks=[mask_of[id(s)] for s in kept],
+            names=[s.name for s in kept],
+            groups=[s.name for s in kept],
+        )
+
+    train = build(split_samples["train"])
+    if "val" in split_samples:
+        val = build(split_samples["val"])
+    elif len(train) >= 2:
+        train_idx, val_idx = _holdout(len(train), val_fraction, seed)
+        train, val = train.subset(train_idx), train.subset(val_idx)
+    else:
+        val = build([])
+    test = build(split_samples["test"]) if "test" in split_samples else None
+    return train, val, test, num_classes, names
 
 
 def load_folder(
@@ -459,6 +574,7 @@ def load_folder(
     val_fraction: float = 0.2,
     seed: int = 0,
     problems: list[str] | None = None,
+    writer: CacheWriter | None = None,
 ) -> SegData:
     """Load a generic images/masks folder (layouts in the module docstring) into memory.
 
@@ -467,7 +583,8 @@ def load_folder(
 
     Without ``problems`` the first mistake raises a UserError. With a list, every mistake is
     appended to it and the dataset is built from the samples that are fine (splits may be
-    empty); only a folder that cannot be read at all still raises.
+    empty); only a folder that cannot be read at all still raises. With a cache ``writer``
+    (and no list) samples are decoded into its files rather than memory.
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -497,38 +614,24 @@ def load_folder(
         split_samples["test"] = _collect(test_dir, "test", problems)
 
     all_samples = [s for group in split_samples.values() for s in group]
-    sizes = [image_size(s.image_path) for s in all_samples]
-    too_big = check_cache_fits(cache_bytes(hw for hw in sizes if hw is not None),
-                               f"dataset folder {root}", len(all_samples))
-    if too_big:
-        raise UserError(too_big)
-    usable = {id(s) for s in _decode_all(all_samples, problems)}
-    good = [s for s in all_samples if id(s) in usable]
-    masks, num_classes, names = _to_masks(good, root, palette, num_classes, names, problems)
-    mask_of = {id(s): m for s, m in zip(good, masks, strict=True) if m is not None}
-
-    def build(samples: list[_Sample]) -> SegSplit:
-        kept = [s for s in samples if id(s) in mask_of]
-        images = []
-        for s in kept:
-            assert s.image is not None
-            images.append(s.image)
-        return SegSplit(
-            images=images,
-            masks=[mask_of[id(s)] for s in kept],
-            names=[s.name for s in kept],
-            groups=[s.name for s in kept],
-        )
-
-    train = build(split_samples["train"])
-    if "val" in split_samples:
-        val = build(split_samples["val"])
-    elif len(train) >= 2:
-        train_idx, val_idx = _holdout(len(train), val_fraction, seed)
-        train, val = train.subset(train_idx), train.subset(val_idx)
+    sizes = {id(s): image_size(s.image_path) for s in all_samples}
+    if writer is not None and problems is None and None not in sizes.values():
+        parts = dict(split_samples)
+        if "val" not in parts:
+            train_idx, val_idx = _holdout(len(parts["train"]), val_fraction, seed)
+            parts["val"] = [parts["train"][i] for i in val_idx]
+            parts["train"] = [parts["train"][i] for i in train_idx]
+        splits, plan = _stream_into_cache(writer, parts, sizes, root, palette, num_classes,
+                                          names)
+        num_classes, names = plan.num_classes, plan.names
+        train, val, test = splits["train"], splits["val"], splits.get("test")
     else:
-        val = build([])
-    test = build(split_samples["test"]) if "test" in split_samples else None
+        too_big = check_cache_fits(cache_bytes(hw for hw in sizes.values() if hw is not None),
+                                   f"dataset folder {root}", len(all_samples))
+        if too_big:
+            raise UserError(too_big)
+        train, val, test, num_classes, names = _decode_in_memory(
+            split_samples, root, palette, num_classes, names, val_fraction, seed, problems)
 
     colours = list(palette.colours) if palette is not None else default_palette(num_classes)
     info = DatasetInfo(
