@@ -54,7 +54,11 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
         ax[0].plot(lams, [t["train_miou"] for t in done], "o-", label="train mIoU (fold fits)")
         ax[0].plot(lams, [t["cv_mean"] for t in done], "o-", label="held-out fold mIoU")
         ax[0].set_ylabel("mIoU")
-        ax[0].set_title("over- and under-fitting: the gap closes as lambda grows")
+        gaps = [t["train_miou"] - t["cv_mean"] for t in done]
+        widest = max(range(len(gaps)), key=gaps.__getitem__)
+        ax[0].set_title(f"train - held-out gap: {gaps[0]:.3f} at lambda {lams[0]:g}, "
+                        f"widest {gaps[widest]:.3f} at {lams[widest]:g}, "
+                        f"{gaps[-1]:.3f} at {lams[-1]:g}", fontsize=9)
         ax[0].legend()
         _lambda_axis(ax[0], lams)
         ax[1].plot(lams, [t["weight_norm"] for t in done], "o-")
