@@ -34,6 +34,17 @@ def figure_to_img(fig) -> str:
     return f'<img alt="figure" src="data:image/png;base64,{data}">'
 
 
+def lambda_axis(ax: Any, lams: list[float]) -> None:
+    """Log axis that still shows lambda = 0 (symlog, linear below the smallest lambda > 0)."""
+    positive = [v for v in lams if v > 0]
+    if positive:
+        low = min(positive)
+        ax.set_xscale("symlog", linthresh=low)
+        # Autoscale margins would reach into negative lambdas; stop just left of the data.
+        ax.set_xlim(left=-0.3 * low if min(lams) <= 0 else low / 1.5, right=max(positive) * 1.5)
+    ax.set_xlabel("lambda (symlog axis: 0 is shown)")
+
+
 def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
                row_classes: Sequence[str] | None = None) -> str:
     """A plain HTML table; floats printed with 4 significant digits, NaN/None as '-'."""

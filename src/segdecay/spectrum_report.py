@@ -13,15 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.fileio import atomic_write_text
-from segdecay.report import figure_to_img, html_table, page
-
-
-def _lambda_axis(ax, lams: list[float]) -> None:
-    """Log axis that still shows lambda = 0 (symlog, linear below the smallest lambda > 0)."""
-    positive = [v for v in lams if v > 0]
-    if positive:
-        ax.set_xscale("symlog", linthresh=min(positive))
-    ax.set_xlabel("lambda (symlog axis: 0 is shown)")
+from segdecay.report import figure_to_img, html_table, lambda_axis, page
 
 
 def _series(runs: list[dict], get: Callable[[dict], Any]) -> tuple[list[float], list[float]]:
@@ -76,7 +68,7 @@ def _kernel_section(runs: list[dict], cutoff: float) -> str:
     fig.colorbar(sm, ax=ax[0], label="layer depth (0 = first conv, forward order)")
     ax[0].set_ylabel(f"energy fraction at radius <= {cutoff:g} cycles/px")
     ax[0].set_title("kernel low-frequency energy, one line per layer (thick: first layer)")
-    _lambda_axis(ax[0], lams)
+    lambda_axis(ax[0], lams)
     by_lam: dict[float, dict] = {}
     for r in runs:
         by_lam.setdefault(r["weight_decay"], r)
@@ -129,7 +121,7 @@ def _prediction_section(runs: list[dict], cutoff: float) -> str:
     ax[1].set_ylabel("high-frequency energy ratio")
     ax[1].set_title("below 1: predictions smoother than the truth")
     ax[1].legend(fontsize=8)
-    _lambda_axis(ax[1], lams)
+    lambda_axis(ax[1], lams)
     rows = [[r["run"], r["weight_decay"], r["predictions"]["pred_low_fraction"],
              r["predictions"]["gt_low_fraction"], r["predictions"]["high_energy_ratio"]]
             for r in runs]
@@ -157,7 +149,7 @@ def _reliance_section(runs: list[dict], settings: dict) -> str:
     for a in ax:
         a.set_ylabel("val mIoU")
         a.legend(fontsize=8)
-        _lambda_axis(a, lams)
+        lambda_axis(a, lams)
     header = ["run", "lambda", "clean", *[f"low-pass {c:g}" for c in settings["lowpass"]],
               *[f"{b} noise" for b in settings["bands"]]]
     rows = [[r["run"], r["weight_decay"], r["band_reliance"]["clean_miou"],
@@ -176,7 +168,7 @@ def _boundary_section(runs: list[dict]) -> str:
     _plot(ax, runs, lambda r: r["boundary"]["boundary_iou"], label="boundary IoU (mean)")
     ax.set_ylabel("val score")
     ax.legend(fontsize=8)
-    _lambda_axis(ax, lams)
+    lambda_axis(ax, lams)
     names = runs[0]["class_names"]
     header = ["class", *[f"lambda={r['weight_decay']:g} IoU / bIoU" for r in runs]]
     rows = []

@@ -7,15 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.fileio import atomic_write_text
-from segdecay.report import figure_to_img, html_table, page
-
-
-def _lambda_axis(ax, lams: list[float]) -> None:
-    """Log axis that still shows lambda = 0 (symlog, linear below the smallest lambda > 0)."""
-    positive = [v for v in lams if v > 0]
-    if positive:
-        ax.set_xscale("symlog", linthresh=min(positive))
-    ax.set_xlabel("lambda (symlog axis: 0 is shown)")
+from segdecay.report import figure_to_img, html_table, lambda_axis, page
 
 
 def _finite(v) -> bool:
@@ -43,7 +35,7 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
                    label=f"lambda.min = {sel['lambda_min']:g}")
         ax.axvline(sel["lambda_1se"], color="tab:red", ls="--",
                    label=f"lambda.1se = {sel['lambda_1se']:g}")
-        _lambda_axis(ax, lams)
+        lambda_axis(ax, lams)
         ax.set_ylabel("val mIoU")
         ax.legend()
         sections.append(("Cross-validated mIoU against lambda", figure_to_img(fig)))
@@ -60,11 +52,11 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
                         f"widest {gaps[widest]:.3f} at {lams[widest]:g}, "
                         f"{gaps[-1]:.3f} at {lams[-1]:g}", fontsize=9)
         ax[0].legend()
-        _lambda_axis(ax[0], lams)
+        lambda_axis(ax[0], lams)
         ax[1].plot(lams, [t["weight_norm"] for t in done], "o-")
         ax[1].set_ylabel("||w|| at the end of training")
         ax[1].set_title("weight norm")
-        _lambda_axis(ax[1], lams)
+        lambda_axis(ax[1], lams)
         sections.append(("Train and validation mIoU, weight norm", figure_to_img(fig)))
     if trials:
         full = payload["epochs_per_fit"] * payload["folds"] * payload["repeats"]
