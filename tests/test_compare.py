@@ -78,6 +78,13 @@ def test_presets_hold_the_documented_variants() -> None:
     by = {v.name: v.config(TINY) for v in reg}
     assert by["none"].weight_decay == 0 and by["none"].l1 == 0 and by["none"].dropout == 0
     assert by["l2-coupled"].decay_mode == "coupled" and by["decoupled"].decay_mode == "decoupled"
+    # Same timescale: SGD's coupled decay runs through momentum, lr_eff = lr / (1 - beta).
+    assert TINY.optimizer == "sgd" and TINY.momentum == 0.9
+    assert by["l2-coupled"].weight_decay == 1e-3
+    assert by["decoupled"].weight_decay == pytest.approx(1e-2)
+    assert by["decoupled+dropout"].weight_decay == pytest.approx(1e-2)
+    adamw = preset_variants("regularizers", replace(TINY, optimizer="adamw"), 1e-3, 6)
+    assert {v.name: v.options["weight_decay"] for v in adamw}["decoupled"] == 1e-3
     # L1's alpha matches L2's initial shrink: alpha = lambda * mean|w0| (He init: ~1e-2..1e-1)
     assert 1e-3 * 1e-3 < by["l1"].l1 < 1e-3 * 0.2 and by["l1"].weight_decay == 0
     imb = preset_variants("imbalance", TINY, 1e-3, 6)

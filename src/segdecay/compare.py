@@ -124,21 +124,28 @@ def initial_abs_weight(config: TrainConfig, num_classes: int) -> float:
 
 
 def preset_variants(preset: str, base: TrainConfig, lam: float, num_classes: int) -> list[Variant]:
-    """The built-in comparisons at decay strength ``lam``.
+    """The built-in comparisons at decay strength ``lam``, each regularizer as strong per step.
 
     L1's alpha is set so its initial shrinkage per step equals L2's: alpha = lam * mean|w0|.
+    Under SGD momentum beta a coupled decay passes through the momentum buffer and shrinks
+    by lr·lam/(1-beta) per step, a decoupled one by lr·lam: the decoupled variants get
+    lam/(1-beta), the same timescale tau (see decay.json), or they would be 1/(1-beta)
+    times weaker (10x at beta 0.9) and the comparison would be of strengths, not kinds.
     """
     if preset == "regularizers":
         alpha = lam * initial_abs_weight(base, num_classes)
+        sgd_momentum = base.momentum if base.optimizer.startswith("sgd") else 0.0
+        lam_decoupled = float(f"{lam / (1.0 - sgd_momentum):.12g}")  # 0.1, not 0.10000000000000002
         off = {"weight_decay": 0.0, "l1": 0.0, "dropout": 0.0}
         return [
             Variant("none", dict(off)),
             Variant("l2-coupled", {**off, "weight_decay": lam, "decay_mode": "coupled"}),
-            Variant("decoupled", {**off, "weight_decay": lam, "decay_mode": "decoupled"}),
+            Variant("decoupled", {**off, "weight_decay": lam_decoupled,
+                                  "decay_mode": "decoupled"}),
             Variant("l1", {**off, "l1": alpha}),
             Variant("dropout", {**off, "dropout": DROPOUT}),
-            Variant("decoupled+dropout", {**off, "weight_decay": lam, "decay_mode": "decoupled",
-                                          "dropout": DROPOUT}),
+            Variant("decoupled+dropout", {**off, "weight_decay": lam_decoupled,
+                                          "decay_mode": "decoupled", "dropout": DROPOUT}),
         ]
     if preset == "imbalance":
         same = {"weight_decay": lam}
