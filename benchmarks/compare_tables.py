@@ -1,6 +1,7 @@
 """Markdown tables of finished ``segdecay compare`` studies, for docs and notes.
 
     .venv/bin/python benchmarks/compare_tables.py runs/cmp_syn_reg [runs/cmp_cv_reg ...]
+        [--classes pole,Pole,Bicyclist]   (IoU columns for these classes, where they exist)
 
 Per study: mean ± sd over seeds of the evaluation split's mIoU, val mIoU, train-val gap,
 weight norm and the mean IoU of the rare classes; then each variant's paired difference
@@ -28,17 +29,30 @@ def _p(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3g}"
 
 
-def tables(folder: Path) -> str:
+def _class_cells(runs: list[dict], variant: str, classes: list[int]) -> list[str]:
+    cells = []
+    for c in classes:
+        values = [r["eval_iou"][c] for r in runs if r["variant"] == variant]
+        mean = sum(values) / len(values) if values else None
+        sd = (math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
+              if len(values) > 1 else None)
+        cells.append(_pm(mean, sd))
+    return cells
+
+
+def tables(folder: Path, show: list[str] | None = None) -> str:
     data = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
     split = data["split"]
     rare = data["rare_classes"]
     names = data["class_names"]
     runs = [r for r in data["runs"] if r.get("status") == "completed"]
+    shown = [names.index(n) for n in show or []]
     lines = [f"### {folder} ({split} split, seeds {data['seeds']}, baseline "
              f"{data['baseline']}; rare classes: "
              f"{', '.join(names[c] for c in rare) or 'none'})", "",
              f"| variant | {split} mIoU | val mIoU | train-val gap | weight norm | "
-             "rare-class IoU |", "|---|---|---|---|---|---|"]
+             "rare-class IoU |" + "".join(f" {names[c]} IoU |" for c in shown),
+             "|---|---|---|---|---|---|" + "---|" * len(shown)]
     for v in data["variants"]:
         per_seed = [sum(r["eval_iou"][c] for c in rare) / len(rare)
                     for r in runs if r["variant"] == v["variant"]] if rare else []
@@ -47,7 +61,8 @@ def tables(folder: Path) -> str:
               if len(per_seed) > 1 else None)
         lines.append(f"| {v['variant']} | {_pm(v['eval_miou'], v['eval_miou_sd'])} | "
                      f"{_pm(v['val_miou'], v['val_miou_sd'])} | {_pm(v['gap'], v['gap_sd'])} | "
-                     f"{_pm(v['weight_norm'], v['weight_norm_sd'], 1)} | {_pm(mean, sd)} |")
+                     f"{_pm(v['weight_norm'], v['weight_norm_sd'], 1)} | {_pm(mean, sd)} |"
+                     + "".join(f" {c} |" for c in _class_cells(runs, v["variant"], shown)))
     lines += ["", f"| variant − {data['baseline']} | Δ {split} mIoU over seeds [95% CI] | "
               "p (t) | p (Holm) | Δ over images | p images (Holm) |",
               "|---|---|---|---|---|---|"]
@@ -62,8 +77,12 @@ def tables(folder: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
-    for folder in parser.parse_args().folders:
-        print(tables(folder))
+    parser.add_argument("--classes", default="", help="NAME,... classes to show IoU columns of")
+    args = parser.parse_args()
+    for folder in args.folders:
+        data_names = json.loads((folder / "compare.json").read_text())["class_names"]
+        show = [n for n in args.classes.split(",") if n and n in data_names]
+        print(tables(folder, show))
 
 
 if __name__ == "__main__":
