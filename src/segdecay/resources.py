@@ -69,8 +69,12 @@ def cache_bytes(sizes: Iterable[tuple[int, int]]) -> int:
     return CACHE_COPIES * sum(4 * h * w for h, w in sizes)
 
 
+DISK_CACHE_HINT = ("; or let segdecay decode into its disk cache, which needs no room in "
+                   "memory: set $SEGDECAY_CACHE to a writable folder with room for the data")
+
+
 def check_cache_fits(
-    nbytes: int, what: str, n_images: int, available: int | None = None
+    nbytes: int, what: str, n_images: int, available: int | None = None, hint: str = ""
 ) -> str | None:
     """The refusal message when ``nbytes`` of decoded data exceed the available memory,
     else None. ``available`` defaults to :func:`available_memory` (injectable for tests)."""
@@ -81,7 +85,7 @@ def check_cache_fits(
         f"{what}: {n_images} images need about {gib(nbytes)} of memory once decoded "
         f"(uint8 images and masks, plus a stacked copy of the training split) but only "
         f"{gib(available)} is available; free memory, use fewer or smaller images (resize "
-        f"them on disk; --size only resizes batches), or raise ${MEMORY_LIMIT_ENV}"
+        f"them on disk; --size only resizes batches), or raise ${MEMORY_LIMIT_ENV}{hint}"
     )
 
 

@@ -19,7 +19,7 @@ from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit, att
 from segdecay.data.cache import CacheWriter
 from segdecay.data.imageio import map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
-from segdecay.resources import cache_bytes, check_cache_fits, image_size
+from segdecay.resources import DISK_CACHE_HINT, cache_bytes, check_cache_fits, image_size
 
 CAMVID_CLASSES = [
     "Sky",
@@ -152,7 +152,7 @@ def _load_split(root: Path, split: str, problems: list[str] | None = None,
         map_threaded(into_slot, list(enumerate(pairs)), workers=4)
         return writer.split(split, names, [sequence_id(n) for n in names])
     too_big = check_cache_fits(cache_bytes(hw for hw in sizes if hw is not None),
-                               f"CamVid folder {img_dir}", len(pairs))
+                               f"CamVid folder {img_dir}", len(pairs), hint=DISK_CACHE_HINT)
     if too_big:
         raise UserError(too_big)
     if problems is None:

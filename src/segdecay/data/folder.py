@@ -41,7 +41,7 @@ from segdecay.data.base import (
 from segdecay.data.cache import CacheWriter
 from segdecay.data.imageio import IMAGE_SUFFIXES, map_threaded, read_image, read_mask_raw
 from segdecay.errors import UserError
-from segdecay.resources import cache_bytes, check_cache_fits, image_size
+from segdecay.resources import DISK_CACHE_HINT, cache_bytes, check_cache_fits, image_size
 
 # tab20 (matplotlib), reordered so that the first ten are the strong tab10 colours.
 DEFAULT_PALETTE: list[tuple[int, int, int]] = [
@@ -627,7 +627,8 @@ def load_folder(
         train, val, test = splits["train"], splits["val"], splits.get("test")
     else:
         too_big = check_cache_fits(cache_bytes(hw for hw in sizes.values() if hw is not None),
-                                   f"dataset folder {root}", len(all_samples))
+                                   f"dataset folder {root}", len(all_samples),
+                                   hint=DISK_CACHE_HINT)
         if too_big:
             raise UserError(too_big)
         train, val, test, num_classes, names = _decode_in_memory(
