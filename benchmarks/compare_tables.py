@@ -16,6 +16,8 @@ import json
 import math
 from pathlib import Path
 
+from segdecay.compare_report import mean_sd
+
 
 def _pm(mean: float | None, sd: float | None, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
@@ -30,14 +32,8 @@ def _p(value: float | None) -> str:
 
 
 def _class_cells(runs: list[dict], variant: str, classes: list[int]) -> list[str]:
-    cells = []
-    for c in classes:
-        values = [r["eval_iou"][c] for r in runs if r["variant"] == variant]
-        mean = sum(values) / len(values) if values else None
-        sd = (math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
-              if len(values) > 1 else None)
-        cells.append(_pm(mean, sd))
-    return cells
+    return [_pm(*mean_sd([r["eval_iou"][c] for r in runs if r["variant"] == variant]))
+            for c in classes]
 
 
 def tables(folder: Path, show: list[str] | None = None) -> str:
@@ -56,9 +52,7 @@ def tables(folder: Path, show: list[str] | None = None) -> str:
     for v in data["variants"]:
         per_seed = [sum(r["eval_iou"][c] for c in rare) / len(rare)
                     for r in runs if r["variant"] == v["variant"]] if rare else []
-        mean = sum(per_seed) / len(per_seed) if per_seed else None
-        sd = (math.sqrt(sum((x - mean) ** 2 for x in per_seed) / (len(per_seed) - 1))
-              if len(per_seed) > 1 else None)
+        mean, sd = mean_sd(per_seed)
         lines.append(f"| {v['variant']} | {_pm(v['eval_miou'], v['eval_miou_sd'])} | "
                      f"{_pm(v['val_miou'], v['val_miou_sd'])} | {_pm(v['gap'], v['gap_sd'])} | "
                      f"{_pm(v['weight_norm'], v['weight_norm_sd'], 1)} | {_pm(mean, sd)} |"

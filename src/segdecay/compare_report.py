@@ -31,7 +31,8 @@ LR_NOTE = (
     "between a tuned and a mistuned optimizer.")
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd of the finite values (NaN where too few)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return math.nan, math.nan
@@ -145,8 +146,8 @@ def aggregate(collected: dict[str, Any], options) -> dict[str, Any]:
                                                   if r["variant"] == name
                                                   and r["status"] != "completed")}
         for key in ("val_miou", "eval_miou", "train_miou", "gap", "weight_norm"):
-            entry[key], entry[key + "_sd"] = _mean_sd([r.get(key) for r in rows])
-        entry["class_iou"] = [_mean_sd([r["eval_iou"][c] for r in rows])[0]
+            entry[key], entry[key + "_sd"] = mean_sd([r.get(key) for r in rows])
+        entry["class_iou"] = [mean_sd([r["eval_iou"][c] for r in rows])[0]
                               for c in range(n_classes)]
         variants.append(entry)
     paired = []

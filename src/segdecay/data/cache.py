@@ -66,6 +66,13 @@ def _split_meta(split: SegSplit) -> dict[str, Any]:
             "shapes": [list(img.shape[-2:]) for img in split.images]}
 
 
+def _meta(data: SegData) -> dict[str, Any]:
+    """meta.json of a cache entry: format, class info, and each split's names and shapes."""
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    return {"format": FORMAT, "info": vars(data.info),
+            "splits": {n: _split_meta(s) for n, s in splits.items() if s is not None}}
+
+
 def _write_split(folder: Path, name: str, split: SegSplit) -> None:
     with open(folder / f"{name}.images.u8", "wb") as f:
         for img in split.images:
@@ -89,13 +96,10 @@ def save(key: str, data: SegData) -> None:
     except OSError:
         return  # a read-only home must not stop training
     try:
-        splits = {"train": data.train, "val": data.val, "test": data.test}
-        meta = {"format": FORMAT, "info": vars(data.info),
-                "splits": {n: _split_meta(s) for n, s in splits.items() if s is not None}}
-        for name, split in splits.items():
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
             if split is not None:
                 _write_split(tmp, name, split)
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps(_meta(data)), encoding="utf-8")
         os.rename(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,10 +143,6 @@ class CacheWriter:
             raise CacheUnavailable(str(exc)) from exc
         self._shapes[split], self._offsets[split] = shapes, offsets
         self._fds[split] = (fds[0], fds[1])
-
-    def shape(self, split: str, index: int) -> tuple[int, int]:
-        """The (H, W) reserved for sample ``index`` of ``split``."""
-        return self._shapes[split][index]
 
     def _check(self, split: str, index: int, got: tuple[int, ...], what: str) -> None:
         if got != self._shapes[split][index]:
@@ -254,20 +254,16 @@ def _streamed(key: str, loader: Callable[[CacheWriter | None], SegData]) -> SegD
     writer = CacheWriter(tmp)
     try:
         data = loader(writer)
-        splits = {"train": data.train, "val": data.val, "test": data.test}
-        meta = {"format": FORMAT, "info": vars(data.info),
-                "splits": {n: _split_meta(s) for n, s in splits.items() if s is not None}}
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps(_meta(data)), encoding="utf-8")
         try:
             os.rename(tmp, root / key)  # the mapped files stay valid under their new name
         except OSError:  # another process stored it first: ours stays mapped until dropped
             shutil.rmtree(tmp, ignore_errors=True)
         return data
-    except CacheUnavailable:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        return None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, CacheUnavailable):
+            return None
         raise
     finally:
         writer.close()

@@ -223,6 +223,11 @@ def _collect(split_dir: Path, split: str, problems: list[str] | None) -> list[_S
             for stem in sorted(images) if stem in masks]
 
 
+def _labelled(region: np.ndarray) -> np.ndarray:
+    """An ignore/ region mask as booleans: True where pixels carry a label (non-zero)."""
+    return region.any(axis=2) if region.ndim == 3 else region != 0
+
+
 def _decode(sample: _Sample, problems: list[str] | None = None) -> bool:
     """Read the files of one sample and check that their sizes agree; False if unusable."""
     sample.image = attempt(problems, read_image, sample.image_path)
@@ -243,7 +248,7 @@ def _decode(sample: _Sample, problems: list[str] | None = None) -> bool:
             report(problems, f"ignore mask {sample.ignore_path} is {rh}x{rw} (HxW) but image "
                    f"{sample.image_path} is {h}x{w}")
             ok = False
-        sample.region = region.any(axis=2) if region.ndim == 3 else region != 0
+        sample.region = _labelled(region)
     elif sample.ignore_path is not None:
         ok = False
     return ok
@@ -502,8 +507,7 @@ def _stream_into_cache(
         split, i, s = job
         s.raw = read_mask_raw(s.mask_path)
         if s.ignore_path is not None:
-            region = read_mask_raw(s.ignore_path)
-            s.region = region.any(axis=2) if region.ndim == 3 else region != 0
+            s.region = _labelled(read_mask_raw(s.ignore_path))
         arr = _index_mask(s, palette, root / "palette.txt", None)
         assert arr is not None
         mask = _final_mask(s, arr, plan)
