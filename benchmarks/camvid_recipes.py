@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from segdecay.config import TrainConfig
-from segdecay.engine import Log, train
-from segdecay.evaluate import evaluate_run
+from segdecay.runs import evaluate_run
+from segdecay.training import Log, train
 
 RECIPES = {
     "segdecay": {},

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from segdecay.compare_report import mean_sd
+from segdecay.studies.compare.statistics import mean_sd
 
 
 def _pm(mean: float | None, sd: float | None, digits: int = 3) -> str:

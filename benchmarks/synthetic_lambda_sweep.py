@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from segdecay.demo import DEMO_CONFIG
-from segdecay.engine import Log, train
+from segdecay.cli.demo import DEMO_CONFIG
+from segdecay.training import Log, train
 
 
 def main() -> None:

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from segdecay.config import TrainConfig
+from segdecay.config import TrainConfig, parse_size
 from segdecay.data import load_dataset
-from segdecay.data.transforms import MEAN, STD, parse_size
+from segdecay.data.transforms import MEAN, STD
 
 
 class PlainDataset(torch.utils.data.Dataset):
@@ -99,7 +99,7 @@ def plain_loop(images, masks, num_classes: int, config: TrainConfig, steps: int)
 
 def engine_speed(config: TrainConfig, data) -> float:
     """Images/second of segdecay.train over its second epoch (no evaluation inside it)."""
-    from segdecay.engine import Log, train
+    from segdecay.training import Log, train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(replace(config, epochs=3, eval_every=1000), Path(tmp), data=data,
@@ -111,17 +111,17 @@ def engine_speed(config: TrainConfig, data) -> float:
 
 def pipeline_speed(config: TrainConfig, data, batches: int = 20) -> float:
     """Images/second the input pipeline delivers: index draw, batch gather, augmentation."""
-    from segdecay.engine import _train_batch
+    from segdecay.training.epoch import augmented_batch
 
     hw = parse_size(config.size, "--size")
     gen = torch.Generator().manual_seed(0)
     n = len(data.train)
-    _train_batch(data.train, torch.arange(config.batch_size), config, hw, gen,
-                 torch.device("cpu"))
+    augmented_batch(data.train, torch.arange(config.batch_size), config, hw, gen,
+                    torch.device("cpu"))
     started = time.perf_counter()
     for _ in range(batches):
         idx = torch.randperm(n, generator=gen)[: config.batch_size]
-        _train_batch(data.train, idx, config, hw, gen, torch.device("cpu"))
+        augmented_batch(data.train, idx, config, hw, gen, torch.device("cpu"))
     return batches * config.batch_size / (time.perf_counter() - started)
 
 

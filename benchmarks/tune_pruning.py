@@ -24,11 +24,12 @@ from pathlib import Path
 
 import optuna
 
+from segdecay.cli.demo import DEMO_CONFIG
 from segdecay.config import TrainConfig
-from segdecay.demo import DEMO_CONFIG
-from segdecay.selection import select_lambda
-from segdecay.storage import resolve_storage_url
-from segdecay.tune import TuneOptions, _pruner, parse_grid, reports_per_fold, run_tune
+from segdecay.studies.tune import TuneOptions, parse_grid, run_tune
+from segdecay.studies.tune.search import _pruner, reports_per_fold
+from segdecay.studies.tune.selection import select_lambda
+from segdecay.studies.tune.storage import resolve_storage_url
 
 
 def recorded_trials(run_dir: Path, options: TuneOptions) -> list[dict]:

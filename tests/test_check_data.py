@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdecay.check import check_data
 from segdecay.cli import main
 from segdecay.data import load_dataset
+from segdecay.data.check import check_data
 from segdecay.errors import UserError
 
 HW = (16, 16)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from segdecay.cli import build_parser, main
 from segdecay.config import TrainConfig
-from segdecay.optim import default_decay_mode
+from segdecay.decay import default_decay_mode
 
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 SYN_CLASSES = ["background", "disc", "fine_box", "coarse_box", "ellipse", "pole"]
@@ -426,6 +426,37 @@ def test_train_help_lists_every_option_with_one_line(capsys: pytest.CaptureFixtu
     for action in train_parser._actions:
         assert action.help and action.help.strip(), action.option_strings
         assert "\n" not in action.help, action.option_strings
+
+
+def test_choices_are_declared_once_with_their_fields() -> None:
+    """The CLI's choices are the config's, and every module that acts on a choice accepts
+    exactly those names."""
+    from segdecay import config
+    from segdecay.data.transforms import PRESETS
+    from segdecay.options import option_name
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    by_flag = {a.option_strings[0]: a for a in train_parser._actions if a.option_strings}
+    declared = {name: f.metadata["choices"] for name, f in TrainConfig.fields().items()
+                if f.metadata["choices"]}
+    assert set(declared) == {"optimizer", "schedule", "decay_mode", "no_decay", "loss",
+                             "class_weights", "augment"}
+    for name, choices in declared.items():
+        assert tuple(by_flag[option_name(name)].choices) == choices, name
+    assert tuple(PRESETS) == config.AUGMENTS
+
+
+@pytest.mark.parametrize("key, value", [("optimizer", "adamx"), ("loss", "dice+ce"),
+                                        ("decay_mode", "both"), ("augment", "heavy")])
+def test_a_yaml_config_with_an_unknown_choice_is_one_line_naming_the_key(
+        key: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"{key}: {value}\n")
+    rc = main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"--config {cfg}: '{key}' '{value}': unknown choice; choose one of" in err
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- 7. folder data

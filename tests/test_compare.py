@@ -15,20 +15,13 @@ import torch
 from scipy import stats
 
 from segdecay.cli import main
-from segdecay.compare import (
-    CompareOptions,
-    Variant,
-    _claim,
-    _release,
-    load_variants,
-    parse_variant,
-    preset_variants,
-    run_compare,
-)
 from segdecay.config import TrainConfig
 from segdecay.errors import UserError
-from segdecay.paired import holm, paired_difference
-from segdecay.per_image import image_confusions, image_miou
+from segdecay.studies.compare import CompareOptions, Variant, parse_variant, run_compare
+from segdecay.studies.compare.per_image import image_confusions, image_miou
+from segdecay.studies.compare.statistics import holm, paired_difference
+from segdecay.studies.compare.variants import load_variants, preset_variants
+from segdecay.studies.workers import claim, release
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=6", epochs=2, batch_size=4)
 
@@ -69,6 +62,22 @@ def test_variants_from_yaml(tmp_path: Path) -> None:
     f.write_text("variants:\n  bad: {weight_decay: lots}\n")
     with pytest.raises(UserError, match="weight_decay"):
         load_variants(f)
+
+
+def test_an_unknown_choice_in_a_variants_file_is_refused_up_front(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any run: one line naming the file, the variant, the key and the choices."""
+    f = tmp_path / "v.yaml"
+    f.write_text("variants:\n  fine: {optimizer: adamw}\n  typo: {optimizer: adamx}\n")
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--data", TINY.data, "--out", str(out), "--variants", str(f),
+               "--seeds", "1", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == (f"segdecay compare: error: --variants {f}: variant 'typo': "
+                           "'optimizer' 'adamx': unknown choice; choose one of sgd, "
+                           "sgd-nesterov, adam, adamw")
+    assert not out.exists()  # nothing trained
 
 
 def test_presets_hold_the_documented_variants() -> None:
@@ -145,16 +154,16 @@ def test_per_image_miou_by_hand() -> None:
 
 def test_claims_keep_workers_apart(tmp_path: Path) -> None:
     folder = tmp_path / "runs" / "a" / "seed0"
-    assert _claim(folder) and _claim(folder)  # our own claim is ours
+    assert claim(folder) and claim(folder)  # our own claim is ours
     lock = folder.parent / ".seed0.claim"
     host = lock.read_text().rsplit(":", 1)[0]
     lock.write_text(f"{host}:{os.getppid()}")  # a live other process holds it
-    assert not _claim(folder)
+    assert not claim(folder)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     lock.write_text(f"{host}:{dead}")  # its owner died: taken over
-    assert _claim(folder)
-    _release(folder)
+    assert claim(folder)
+    release(folder)
     assert not lock.exists()
 
 

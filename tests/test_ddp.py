@@ -5,8 +5,8 @@ end with the weights of one process with batch 4, weight decay included; only ra
 write files; a signal that reaches one rank stops both at the same step, and the resumed
 run ends where the uninterrupted one does.
 
-The model is a tiny conv net with BatchNorm (``engine.build_model`` patched): the smp
-ResNet-18 U-Net at 32x32 with 4 images is so ill-conditioned in float32 that two
+The model is a tiny conv net with BatchNorm (``segdecay.training.setup.build_model``
+patched): the smp ResNet-18 U-Net at 32x32 with 4 images is so ill-conditioned in float32 that two
 single-process runs that differ only in their thread count already part by ~5e-4 after 4
 steps, which would hide a real bug. The tiny net's float32 noise stays near 1e-7, so the
 test can use atol 1e-5 while each mistake it guards against moves weights far more (see
@@ -31,12 +31,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-import segdecay.engine as engine
-from segdecay.checkpoint import load_checkpoint
+import segdecay.training.epoch as epoch_module
+import segdecay.training.setup as training_setup
 from segdecay.cli import main
 from segdecay.config import TrainConfig
-from segdecay.engine import Log, train
-from segdecay.interrupt import TrainingInterrupted
+from segdecay.training import Log, train
+from segdecay.training.interrupt import TrainingInterrupted
+from segdecay.training.state import load_checkpoint
 
 SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"  # 2 global batches of 4 per epoch
 LAMBDA = 0.5
@@ -86,12 +87,12 @@ def _worker(rank: int, world: int, port: int, base: str) -> None:
     # One group for the three runs: train() uses a group it finds and leaves it open (the
     # group train() creates itself under torchrun is covered by the last test).
     dist.init_process_group("gloo")
-    engine.build_model = tiny_model
+    training_setup.build_model = tiny_model
     root = Path(base)
     # A: each rank is handed its own folder; rank 1 must leave its folder uncreated.
     train(CONFIG, root / f"a{rank}", log=Log(quiet=True))
     # B: SIGTERM reaches rank 1 alone, during its 3rd step (epoch 2, batch 1 of 2).
-    real, calls = engine._train_batch, []
+    real, calls = epoch_module.augmented_batch, []
 
     def signalling_batch(*args, **kwargs):
         calls.append(1)
@@ -99,14 +100,14 @@ def _worker(rank: int, world: int, port: int, base: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    engine._train_batch = signalling_batch
+    epoch_module.augmented_batch = signalling_batch
     try:
         train(CONFIG, root / "b", log=Log(quiet=True))
         stopped = None
     except TrainingInterrupted as exc:
         stopped = {"signum": exc.signum, "where": exc.where, "steps_run": len(calls)}
     (root / f"b_stop{rank}.json").write_text(json.dumps(stopped))
-    engine._train_batch = real
+    epoch_module.augmented_batch = real
     train(CONFIG, root / "b", resume=True, log=Log(quiet=True))
     # C: a diverging run ends on every rank (rank 0 decides; nobody waits in a collective).
     summary = train(replace(CONFIG, lr=1e6), root / "c", log=Log(quiet=True))
@@ -119,7 +120,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Single-process references (lambda and 2 lambda) and the spawned 2-process runs."""
     base = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp_patch:
-        mp_patch.setattr(engine, "build_model", tiny_model)
+        mp_patch.setattr(training_setup, "build_model", tiny_model)
         train(CONFIG, base / "single", log=Log(quiet=True))
         train(replace(CONFIG, weight_decay=2 * LAMBDA), base / "single_2x", log=Log(quiet=True))
     mp.spawn(_worker, args=(2, _free_port(), str(base)), nprocs=2, join=True)
@@ -200,7 +201,8 @@ def test_each_rank_gets_its_rows_of_the_single_process_augmented_batch() -> None
 
     def batch(rows):
         gen = torch.Generator().manual_seed(3)
-        x, m = engine._train_batch(split, idx, cfg, (32, 32), gen, torch.device("cpu"), rows)
+        x, m = epoch_module.augmented_batch(split, idx, cfg, (32, 32), gen, torch.device("cpu"),
+                                            rows)
         return x, m, gen.get_state()
 
     whole, rank0, rank1 = batch(None), batch(slice(0, 2)), batch(slice(2, 4))

@@ -16,7 +16,8 @@ import pytest
 
 from segdecay.cli import EXIT_DIVERGED, main
 from segdecay.config import TrainConfig
-from segdecay.engine import DIVERGENCE_NORM_FACTOR, Log, divergence_reason, train
+from segdecay.training import Log, train
+from segdecay.training.divergence import DIVERGENCE_NORM_FACTOR, divergence_reason
 
 SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 TINY = TrainConfig(data=SPEC, epochs=2, batch_size=4, device="cpu", optimizer="sgd")

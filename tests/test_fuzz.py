@@ -19,12 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segdecay.config import TrainConfig, from_dict
+from segdecay.config import TrainConfig, from_dict, parse_size
 from segdecay.data.folder import _read_classes, _read_palette
 from segdecay.data.imageio import read_image, read_mask_raw
-from segdecay.data.transforms import parse_size
+from segdecay.decay import DecayRule
 from segdecay.errors import UserError
-from segdecay.regularization import DecayRule
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import segdecay.engine as engine
-from segdecay.checkpoint import load_checkpoint
+import segdecay.training.epoch as epoch_module
 from segdecay.cli import main
 from segdecay.errors import UserError
+from segdecay.training.state import load_checkpoint
 
 SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"  # 2 steps per epoch at batch 4
 STEPS_PER_EPOCH = 2
@@ -119,7 +119,7 @@ def test_signal_mid_epoch_saves_position_and_resume_is_exact(
 ) -> None:
     """The signal arrives during the 3rd step (epoch 2, batch 1 of 2): the step finishes,
     last.pt stores the epoch's permutation and next batch, and resuming it is exact."""
-    real, calls = engine._train_batch, []
+    real, calls = epoch_module.augmented_batch, []
 
     def signalling_batch(*args, **kwargs):
         calls.append(1)
@@ -127,7 +127,7 @@ def test_signal_mid_epoch_saves_position_and_resume_is_exact(
             os.kill(os.getpid(), sig)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_train_batch", signalling_batch)
+    monkeypatch.setattr(epoch_module, "augmented_batch", signalling_batch)
     out = tmp_path / "run"
     rc = main(["train", "--out", str(out), *ARGS])
     err = capsys.readouterr().err
@@ -138,7 +138,7 @@ def test_signal_mid_epoch_saves_position_and_resume_is_exact(
     assert (state["epoch"], state["step"], state["next_batch"]) == (1, 3, 1)
     assert sorted(state["perm"].tolist()) == list(range(8))
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 2  # epoch 1
-    monkeypatch.setattr(engine, "_train_batch", real)
+    monkeypatch.setattr(epoch_module, "augmented_batch", real)
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
     _assert_same_run(_final(out), reference)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from segdecay import build_optimizer, param_groups, regularization_term
+from segdecay.decay import SGDW, DecayRule, decay_report, lr_factor
 from segdecay.errors import UserError
-from segdecay.optim import SGDW, decay_report, lr_factor
-from segdecay.regularization import DecayRule
 
 
 class Tiny(nn.Module):

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 import segdecay.data.folder as folder
-import segdecay.engine as engine
+import segdecay.training as training
+import segdecay.training.epoch as epoch_module
 from segdecay.cli import main
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset
@@ -95,8 +96,8 @@ def test_cuda_out_of_memory_becomes_user_error(tmp_path: Path,
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(engine, "_train_batch", oom)
+    monkeypatch.setattr(epoch_module, "augmented_batch", oom)
     config = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=1,
                          batch_size=4, size=[32, 32], device="cpu")
     with pytest.raises(UserError, match=r"out of GPU memory.*--batch-size 4.*32x32.*--size"):
-        engine.train(config, tmp_path / "run", log=engine.Log(quiet=True))
+        training.train(config, tmp_path / "run", log=training.Log(quiet=True))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from segdecay.cli import main
-from segdecay.spectrum import (
+from segdecay.studies.spectrum.measures import (
     BoundaryIoU,
     band_noise,
     boundary_dilation,
@@ -250,7 +250,7 @@ SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 def two_runs(tmp_path_factory, one_torch_thread):
     """Two tiny runs (lambda 0 and 1) in one folder, plus a checkpoint-less fold fit."""
     from segdecay.config import TrainConfig
-    from segdecay.engine import Log, train
+    from segdecay.training import Log, train
 
     root = tmp_path_factory.mktemp("sweep")
     for lam in (0.0, 1.0):
@@ -271,8 +271,9 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_spectrum_command_end_to_end(two_runs, tmp_path, capsys):
     from segdecay.data import load_dataset
-    from segdecay.engine import evaluate_split, load_run
-    from segdecay.spectrum_run import perturbed_miou
+    from segdecay.runs import load_run
+    from segdecay.studies.spectrum.analyse import perturbed_miou
+    from segdecay.training import evaluate_split
 
     out = tmp_path / "spec"
     rc, stdout, err = _cli(capsys, "spectrum", two_runs, "--out", out, "--device", "cpu",
@@ -370,7 +371,8 @@ def _fake_run(lam: float, first: float, rest: float, ratio: float, high_drop: fl
 
 
 def test_verdict_is_computed_from_the_numbers():
-    from segdecay.spectrum_run import SpectrumOptions, verdict
+    from segdecay.studies.spectrum.options import SpectrumOptions
+    from segdecay.studies.spectrum.verdict import verdict
 
     opts = SpectrumOptions(lowpass=[0.125])
     towards_low = [_fake_run(0.0, 0.30, 0.20, 0.80, 0.10), _fake_run(3.0, 0.45, 0.35, 0.50, 0.02)]

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from segdecay import engine
+from segdecay import training
 from segdecay.config import TrainConfig
-from segdecay.hardware import bf16_native, resolve_amp
+from segdecay.training.hardware import bf16_native, resolve_amp
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=1,
                    batch_size=4, device="cpu")
@@ -34,7 +34,7 @@ def test_bf16_is_native_only_with_the_cpu_flags(tmp_path: Path) -> None:
 def test_amp_unset_follows_the_hardware_and_is_recorded(tmp_path: Path, one_torch_thread) -> None:
     assert resolve_amp(True, torch.device("cpu")) is True
     assert resolve_amp(False, torch.device("cpu")) is False
-    engine.train(TINY, tmp_path / "run", log=engine.Log(quiet=True))
+    training.train(TINY, tmp_path / "run", log=training.Log(quiet=True))
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["amp"] is bf16_native(torch.device("cpu"))
 
@@ -52,9 +52,9 @@ def test_compile_failure_falls_back_to_eager(tmp_path: Path, monkeypatch,
     monkeypatch.setattr(torch, "compile", broken_compile)
     stream = io.StringIO()
     config = TrainConfig(**{**TINY.to_dict(), "compile": True, "amp": False})
-    summary = engine.train(config, tmp_path / "c", log=engine.Log(stream=stream))
-    eager = engine.train(TrainConfig(**{**TINY.to_dict(), "amp": False}), tmp_path / "e",
-                         log=engine.Log(quiet=True))
+    summary = training.train(config, tmp_path / "c", log=training.Log(stream=stream))
+    eager = training.train(TrainConfig(**{**TINY.to_dict(), "amp": False}), tmp_path / "e",
+                         log=training.Log(quiet=True))
     assert calls == [1]  # tried once, then eager for good
     assert "torch.compile failed (RuntimeError: no C++ compiler found); training eager" \
         in stream.getvalue()

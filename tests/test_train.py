@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from segdecay.checkpoint import load_checkpoint
 from segdecay.config import TrainConfig
 from segdecay.data.synthetic import make_synthetic
-from segdecay.engine import train
 from segdecay.metrics import SegmentationMetrics
+from segdecay.training import train
+from segdecay.training.state import load_checkpoint
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=4,
                    batch_size=4, dropout=0.2, augment="light", optimizer="adamw", lr=2e-3)
@@ -47,10 +47,27 @@ def test_training_on_synthetic_learns_well_above_chance(tmp_path):
     assert len(learned) >= 2, summary["val"]["iou"]
 
 
+class StopAfter(Exception):
+    """Raised from on_epoch: the run ends after an epoch's checkpoint, as if killed there."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(epoch)
+        self.epoch = epoch
+
+
+def _stop_after(epochs: int):
+    def hook(row: dict) -> None:
+        if row["epoch"] >= epochs:
+            raise StopAfter(row["epoch"])
+
+    return hook
+
+
 def test_resume_after_interruption_ends_with_identical_weights(tmp_path):
     straight = train(TINY, tmp_path / "a")
-    interrupted = train(TINY, tmp_path / "b", stop_after_epochs=2)
-    assert interrupted == {"interrupted_at_epoch": 2}
+    with pytest.raises(StopAfter) as stopped:  # as a pruner or a kill after epoch 2 would
+        train(TINY, tmp_path / "b", on_epoch=_stop_after(2))
+    assert stopped.value.epoch == 2
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
     resumed = train(TINY, tmp_path / "b", resume=True)
     a = load_checkpoint(tmp_path / "a" / "last.pt")

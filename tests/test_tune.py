@@ -17,9 +17,9 @@ import pytest
 import scipy.stats
 
 from segdecay.errors import UserError
-from segdecay.folds import group_keys, group_kfold
-from segdecay.selection import select_lambda, summarize
-from segdecay.storage import redact, resolve_storage_url
+from segdecay.studies.tune.folds import group_keys, group_kfold
+from segdecay.studies.tune.selection import select_lambda, summarize
+from segdecay.studies.tune.storage import redact, resolve_storage_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import PASSWORD, postgres_server  # noqa: E402

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from segdecay.checkpoint import load_checkpoint
 from segdecay.cli import main
 from segdecay.data.download import download, redact_url, safe_extract
 from segdecay.errors import UserError
+from segdecay.training.state import load_checkpoint
 
 # ----------------------------------------------------------------------------- checkpoints
 

@@ -2,42 +2,49 @@
 
 Public API (the CLI is built on it):
 
-- ``param_groups``, ``build_optimizer``, ``regularization_term``: the decay mechanics;
+- ``param_groups``, ``build_optimizer``, ``build_scheduler``, ``regularization_term``,
+  ``decay_report``: the decay mechanics;
 - ``SegmentationMetrics``: confusion matrix over a whole split -> IoU, Dice, accuracy;
-- ``TrainConfig``, ``train``: one training run into a run folder;
-- ``load_dataset``: ``synthetic``, ``camvid:PATH`` or ``folder:PATH`` into memory.
+- ``TrainConfig``, ``train``: one training run into a run folder; ``load_run``,
+  ``evaluate_run``: using it afterwards;
+- ``load_dataset``: ``synthetic``, ``camvid:PATH`` or ``folder:PATH`` into memory;
+- ``run_tune``, ``run_compare``, ``run_spectrum``: the three studies.
 """
 
-__version__ = "0.1.0"
-
-from segdecay.config import TrainConfig  # noqa: E402
-from segdecay.metrics import SegmentationMetrics  # noqa: E402
-from segdecay.optim import build_optimizer, build_scheduler, decay_report  # noqa: E402
-from segdecay.regularization import param_groups, regularization_term  # noqa: E402
-
-
-def train(*args, **kwargs):
-    """Train one model into a run folder; see ``segdecay.engine.train``."""
-    from segdecay.engine import train as _train
-
-    return _train(*args, **kwargs)
-
-
-def load_dataset(*args, **kwargs):
-    """Load a dataset spec into memory; see ``segdecay.data.load_dataset``."""
-    from segdecay.data import load_dataset as _load
-
-    return _load(*args, **kwargs)
-
+from segdecay.config import TrainConfig
+from segdecay.data import load_dataset
+from segdecay.decay import (
+    build_optimizer,
+    build_scheduler,
+    decay_report,
+    param_groups,
+    regularization_term,
+)
+from segdecay.metrics import SegmentationMetrics
+from segdecay.runs import evaluate_run, load_run
+from segdecay.studies.compare import CompareOptions, run_compare
+from segdecay.studies.spectrum import SpectrumOptions, run_spectrum
+from segdecay.studies.tune import TuneOptions, run_tune
+from segdecay.training import train
+from segdecay.version import __version__
 
 __all__ = [
+    "CompareOptions",
     "SegmentationMetrics",
+    "SpectrumOptions",
     "TrainConfig",
+    "TuneOptions",
+    "__version__",
     "build_optimizer",
     "build_scheduler",
     "decay_report",
+    "evaluate_run",
     "load_dataset",
+    "load_run",
     "param_groups",
     "regularization_term",
+    "run_compare",
+    "run_spectrum",
+    "run_tune",
     "train",
 ]

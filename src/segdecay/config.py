@@ -1,14 +1,19 @@
 """One dataclass holds everything a training run needs; it round-trips through YAML.
 
 ``config.yaml`` in a run folder is this dataclass, fully resolved, so ``segdecay train
---config RUN/config.yaml`` reruns it. Unknown keys and bad values fail with the file named.
+--config RUN/config.yaml`` reruns it. Each field declares its help text and, where it has
+them, its choices (HfArgumentParser style): the CLI (:mod:`segdecay.options`), the YAML
+check and the modules that act on a choice all read them from here. Unknown keys, unknown
+choices and bad values fail with the file or option named.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,52 +23,80 @@ import yaml
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_write_text
 
+OPTIMIZERS = ("sgd", "sgd-nesterov", "adam", "adamw")
+SCHEDULES = ("poly", "cosine", "constant")
+DECAY_MODES = ("penalty", "coupled", "decoupled")
+NO_DECAY = ("ndim<2", "norm+bias", "none")
+LOSSES = ("ce", "dice", "focal", "ce+dice", "lovasz")
+CLASS_WEIGHTS = ("none", "inverse", "median", "enet")
+AUGMENTS = ("none", "flip", "light", "strong")
+
+
+def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
+           factory: Any = None, flag: str | None = None, metavar: str | None = None) -> Any:
+    """A TrainConfig field with its CLI help, choices, flag name and metavar."""
+    metadata = {"help": help, "choices": tuple(choices), "flag": flag, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class TrainConfig:
-    """A training run. Field comments are the CLI's one-line help texts."""
+    """A training run: every option of ``segdecay train`` and every key of its YAML."""
 
     # data
-    data: str = "synthetic"  # dataset spec: synthetic | camvid:PATH | folder:PATH
-    num_classes: int | None = None  # classes of a folder: dataset (else classes.txt)
-    class_names: list[str] | None = None  # class names of a folder: dataset
-    val_fraction: float = 0.2  # hold-out fraction when a folder: dataset has no val split
+    data: str = option("synthetic", "dataset spec: synthetic | camvid:PATH | folder:PATH")
+    num_classes: int | None = option(None, "classes of a folder: dataset (else classes.txt)")
+    class_names: list[str] | None = option(None, "class names of a folder: dataset")
+    val_fraction: float = option(0.2, "hold-out fraction when a folder: dataset has no val "
+                                 "split")
     # model
-    arch: str = "unet"  # smp architecture (unet, fpn, deeplabv3plus, ...)
-    encoder: str = "resnet18"  # smp encoder (resnet18, mobilenet_v2, efficientnet-b0, ...)
-    encoder_weights: str | None = None  # pretrained encoder weights (needs a download)
-    dropout: float = 0.0  # Dropout2d probability before the segmentation head
+    arch: str = option("unet", "smp architecture (unet, fpn, deeplabv3plus, ...)")
+    encoder: str = option("resnet18", "smp encoder (resnet18, mobilenet_v2, efficientnet-b0, "
+                          "...)")
+    encoder_weights: str | None = option(None, "pretrained encoder weights (needs a download)")
+    dropout: float = option(0.0, "Dropout2d probability before the segmentation head")
     # optimization
-    optimizer: str = "sgd"  # sgd | sgd-nesterov | adam | adamw (decoupled)
-    lr: float = 0.05  # base learning rate
-    momentum: float = 0.9  # SGD momentum (beta1 of Adam is fixed at 0.9)
-    schedule: str = "poly"  # lr schedule per step: poly | cosine | constant
-    warmup_epochs: float = 0.0  # linear warmup length in epochs
+    optimizer: str = option("sgd", "sgd | sgd-nesterov | adam | adamw (decoupled)",
+                            choices=OPTIMIZERS)
+    lr: float = option(0.05, "base learning rate")
+    momentum: float = option(0.9, "SGD momentum (beta1 of Adam is fixed at 0.9)")
+    schedule: str = option("poly", "lr schedule per step: poly | cosine | constant",
+                           choices=SCHEDULES)
+    warmup_epochs: float = option(0.0, "linear warmup length in epochs")
     # regularization
-    weight_decay: float = 5e-4  # lambda in L = L_data + (lambda/2)·sum(w^2)
-    decay_mode: str | None = None  # penalty (loss) | coupled (grad) | decoupled (shrink)
-    l1: float = 0.0  # alpha of an L1 penalty alpha·sum|w| on the decayed tensors
-    no_decay: str = "ndim<2"  # undecayed: ndim<2 | norm+bias | none
-    decay_rules: list[str] = field(default_factory=list)  # PATTERN=MULT: MULT x lambda
+    weight_decay: float = option(5e-4, "lambda in L = L_data + (lambda/2)·sum(w^2)")
+    decay_mode: str | None = option(None, "penalty (loss) | coupled (grad) | decoupled "
+                                    "(shrink)", choices=DECAY_MODES)
+    l1: float = option(0.0, "alpha of an L1 penalty alpha·sum|w| on the decayed tensors")
+    no_decay: str = option("ndim<2", "undecayed: ndim<2 | norm+bias | none", choices=NO_DECAY)
+    decay_rules: list[str] = option(help="PATTERN=MULT: MULT x lambda", factory=list,
+                                    flag="--decay-rule", metavar="PATTERN=MULT")
     # loss
-    loss: str = "ce"  # data loss (segmentation_models_pytorch losses; ce+dice sums both)
-    class_weights: str = "none"  # CE weights: inverse | median | enet
+    loss: str = option("ce", "data loss (segmentation_models_pytorch losses; ce+dice sums "
+                       "both)", choices=LOSSES)
+    class_weights: str = option("none", "CE weights: inverse | median | enet",
+                                choices=CLASS_WEIGHTS)
     # schedule of work
-    epochs: int = 30  # training epochs (ignored when steps is set)
-    steps: int | None = None  # total optimizer steps instead of epochs
-    batch_size: int = 8  # images per step
-    size: list[int] | None = None  # training input HxW (images resized); default native
-    crop: list[int] | None = None  # random crop HxW taken from the resized image
-    eval_size: list[int] | None = None  # input HxW at evaluation (default native)
-    augment: str = "flip"  # none | flip | light (+ scale 0.75-1.25) | strong (+ jitter)
+    epochs: int = option(30, "training epochs (ignored when steps is set)")
+    steps: int | None = option(None, "total optimizer steps instead of epochs")
+    batch_size: int = option(8, "images per step")
+    size: list[int] | None = option(None, "training input HxW (images resized); default "
+                                    "native")
+    crop: list[int] | None = option(None, "random crop HxW taken from the resized image")
+    eval_size: list[int] | None = option(None, "input HxW at evaluation (default native)")
+    augment: str = option("flip", "none | flip | light (+ scale 0.75-1.25) | strong (+ "
+                          "jitter)", choices=AUGMENTS)
     # execution
-    seed: int = 0  # seed of weights, batch order and augmentation
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    channels_last: bool = True  # channels_last memory format
-    amp: bool | None = None  # bf16 autocast; unset: on where native (AVX512-BF16/AMX, GPU)
-    compile: bool = False  # torch.compile the model (falls back to eager if it fails)
-    eval_every: int = 1  # validate every N epochs (and always at the end)
-    sync_bn: bool = False  # SyncBatchNorm across DDP processes
+    seed: int = option(0, "seed of weights, batch order and augmentation")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    channels_last: bool = option(True, "channels_last memory format")
+    amp: bool | None = option(None, "bf16 autocast; unset: on where native (AVX512-BF16/AMX, "
+                              "GPU)")
+    compile: bool = option(False, "torch.compile the model (falls back to eager if it fails)")
+    eval_every: int = option(1, "validate every N epochs (and always at the end)")
+    sync_bn: bool = option(False, "SyncBatchNorm across DDP processes")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for YAML/JSON."""
@@ -75,17 +108,45 @@ class TrainConfig:
         return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def help_texts() -> dict[str, str]:
-    """The one-line comment after each field in the source, used as CLI help."""
-    import inspect
+@dataclass(frozen=True)
+class ValueType:
+    """What a field holds: ``kind`` (int, float, bool, str or list), ``item`` for lists."""
 
-    texts = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        line = line.strip()
-        if ":" in line and "#" in line and not line.startswith("#"):
-            name = line.split(":", 1)[0].strip()
-            texts[name] = line.split("#", 1)[1].strip()
-    return texts
+    kind: type
+    item: type | None
+    optional: bool
+
+
+@functools.cache
+def value_type(name: str) -> ValueType:
+    """The declared type of a TrainConfig field, from its annotation (not its text)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is list:
+        return ValueType(list, typing.get_args(hint)[0], optional)
+    return ValueType(hint, None, optional)
+
+
+def parse_size(text: str | list | tuple | None, option: str) -> tuple[int, int] | None:
+    """'HxW' or 'S' -> (H, W); None passes through. Errors name the option."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (list, tuple)):
+        parts = [str(v) for v in text]
+    else:
+        parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError as exc:
+        raise UserError(f"{option} '{text}': expected HxW (e.g. 192x256) or one number") from exc
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 8:
+        raise UserError(f"{option} '{text}': expected HxW with both sides >= 8")
+    return values[0], values[1]
 
 
 # Counts that make no sense below these values (0 epochs, batches of 0 images, ...).
@@ -101,45 +162,36 @@ def _label(name: str, source: str) -> str:
     return f"{source}: '{name}'"
 
 
+def _is_whole(value: Any) -> bool:
+    return not isinstance(value, bool) and not (isinstance(value, float)
+                                                and not value.is_integer())
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
-    f = TrainConfig.fields()[name]
-    kind = str(f.type)
+    vt = value_type(name)
     if value is None:
-        if "None" in kind:
+        if vt.optional:
             return None
         raise UserError(f"{source}: '{name}' may not be empty")
     try:
-        if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if vt.kind is int:
+            if not _is_whole(value):
                 raise ValueError
             return int(value)
-        if kind.startswith("float"):
+        if vt.kind is float:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "1", "on"):
-                return True
-            if str(value).lower() in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if kind.startswith("list[int]"):
+        if vt.kind is bool:
+            return _coerce_bool(value)
+        if vt.kind is list and vt.item is int:
             if isinstance(value, str):
-                from segdecay.data.transforms import parse_size
-
                 return list(parse_size(value, _label(name, source)))
-            if not isinstance(value, (list, tuple)) or any(
-                isinstance(v, bool) or (isinstance(v, float) and not v.is_integer())
-                for v in value
-            ):
+            if not isinstance(value, (list, tuple)) or not all(_is_whole(v) for v in value):
                 raise ValueError
-            from segdecay.data.transforms import parse_size
-
             # Same rules as the HxW text form: one or two sides, each at least 8.
             return list(parse_size([int(v) for v in value], _label(name, source)))
-        if kind.startswith("list[str]"):
+        if vt.kind is list:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
@@ -147,7 +199,30 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return [str(v) for v in value]
         return str(value)
     except (TypeError, ValueError, OverflowError) as exc:  # int(inf) overflows
-        raise UserError(f"{source}: '{name}' has a bad value {value!r} (expected {kind})") from exc
+        raise UserError(f"{source}: '{name}' has a bad value {value!r} (expected "
+                        f"{_type_text(vt)})") from exc
+
+
+def _type_text(vt: ValueType) -> str:
+    text = f"list[{vt.item.__name__}]" if vt.kind is list else vt.kind.__name__
+    return text + (" | None" if vt.optional else "")
+
+
+def _coerce_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "yes", "1", "on"):
+        return True
+    if str(value).lower() in ("false", "no", "0", "off"):
+        return False
+    raise ValueError
+
+
+def _check_choice(name: str, value: Any, source: str) -> None:
+    choices = TrainConfig.fields()[name].metadata["choices"]
+    if choices and value is not None and value not in choices:
+        raise UserError(f"{_label(name, source)} '{value}': unknown choice; choose one of "
+                        f"{', '.join(choices)}")
 
 
 def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = None) -> TrainConfig:
@@ -166,6 +241,7 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
             raise UserError(f"{_label(name, source)} {coerced}: must be a finite number")
         if name in _NON_NEGATIVE and coerced < 0:
             raise UserError(f"{_label(name, source)} {coerced}: must be >= 0")
+        _check_choice(name, coerced, source)
         setattr(result, name, coerced)
     return result
 

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdecay.config import CLASS_WEIGHTS, LOSSES
 from segdecay.data.base import IGNORE_INDEX
 from segdecay.errors import UserError
 
 __all__ = [
     "LOSSES",
-    "WEIGHT_SCHEMES",
     "WEIGHTED_LOSSES",
     "CrossEntropyLoss",
     "PixelCounts",
@@ -45,9 +45,7 @@ __all__ = [
     "class_weights",
 ]
 
-WEIGHT_SCHEMES = ("none", "inverse", "median", "enet")
-LOSSES = ("ce", "dice", "focal", "lovasz", "ce+dice")
-WEIGHTED_LOSSES = ("ce", "ce+dice")
+WEIGHTED_LOSSES = ("ce", "ce+dice")  # the losses that take class weights
 
 
 class PixelCounts(NamedTuple):
@@ -116,9 +114,9 @@ def class_weights(
 
     Classes absent from every mask get weight 0 and do not enter the median.
     """
-    if scheme not in WEIGHT_SCHEMES:
+    if scheme not in CLASS_WEIGHTS:
         raise UserError(
-            f"--class-weights: unknown scheme {scheme!r}; choose one of {', '.join(WEIGHT_SCHEMES)}"
+            f"--class-weights: unknown scheme {scheme!r}; choose one of {', '.join(CLASS_WEIGHTS)}"
         )
     if scheme == "none":
         return None

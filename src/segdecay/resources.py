@@ -100,14 +100,3 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return h, w
     except Exception:  # any header failure is reported by the full decode
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (a stale lock's owner is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

@@ -29,6 +29,8 @@ class AugmentPreset:
     contrast: float = 0.0
 
 
+# The names are the choices of --augment, declared with TrainConfig.augment (config.AUGMENTS);
+# tests/test_cli.py checks that the two agree.
 PRESETS = {
     "none": AugmentPreset(),
     "flip": AugmentPreset(hflip=True),
@@ -104,22 +106,3 @@ def augment_batch(
         img = img.clamp_(0.0, 1.0)
     img = (img - MEAN.to(img.device)) / STD.to(img.device)
     return img, m
-
-
-def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
-    """'HxW' or 'S' -> (H, W); None passes through. Errors name the option."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (list, tuple)):
-        parts = [str(v) for v in text]
-    else:
-        parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError as exc:
-        raise UserError(f"{option} '{text}': expected HxW (e.g. 192x256) or one number") from exc
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 8:
-        raise UserError(f"{option} '{text}': expected HxW with both sides >= 8")
-    return values[0], values[1]

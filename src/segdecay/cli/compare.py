@@ -1,0 +1,79 @@
+"""``segdecay compare``: regularizers or imbalance treatments over seeds."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segdecay.errors import UserError
+from segdecay.options import add_train_options, config_from_args
+from segdecay.studies.compare.variants import PRESETS
+
+
+def add_parser(sub) -> None:
+    """The ``compare`` subcommand."""
+    p = sub.add_parser("compare", help="compare regularizers or imbalance treatments over seeds",
+                       description="Train every variant with every seed on the same data, then "
+                       "write compare.json, compare.csv and report.html with mean/sd tables "
+                       "and paired tests against the baseline. Rerun to resume.")
+    p.add_argument("--out", required=True, help="comparison folder (runs/NAME/seedS inside)")
+    p.add_argument("--variant", action="append", metavar="'NAME: --option value ...'",
+                   help="a variant: train options merged over the base (repeatable)")
+    p.add_argument("--variants", metavar="FILE.yaml",
+                   help="variants from YAML: 'variants: {NAME: {option: value}}'")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="built-in variants: none/L2/decoupled/L1/dropout/decoupled+dropout, "
+                   "or class weights and losses at the same decay")
+    p.add_argument("--from-tune", metavar="RUN",
+                   help="use the lambda a finished segdecay tune chose as the preset strength")
+    p.add_argument("--seeds", default="3", help="a count (3) or a list (0,1,2) [default: 3]")
+    p.add_argument("--baseline", help="variant the others are compared with [default: first]")
+    p.add_argument("--retune-lr", metavar="LR1,LR2,...",
+                   help="re-tune the learning rate per variant over this grid (first seed)")
+    p.add_argument("--retune-epochs", type=int,
+                   help="epochs of each lr re-tuning run [default: epochs/3]")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes [default: 1]")
+    p.add_argument("--config", help="YAML file of base train options")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_train_options(p)
+    p.set_defaults(func=run)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError as exc:
+        raise UserError(f"--seeds '{text}': expected a count (3) or a list (0,1,2)") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds '{text}': need at least one distinct seed >= 0")
+    return seeds
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the variants, train every (variant, seed), write the comparison."""
+    from segdecay.data import load_dataset_for
+    from segdecay.studies.compare import CompareOptions, parse_variant, run_compare
+    from segdecay.studies.compare.variants import lambda_from_tune, load_variants, preset_variants
+    from segdecay.studies.tune import parse_grid
+
+    config = config_from_args(args)
+    variants = [parse_variant(v) for v in args.variant or []]
+    if args.variants:
+        variants += load_variants(args.variants)
+    data = None
+    if args.preset:
+        lam = lambda_from_tune(args.from_tune) if args.from_tune else config.weight_decay
+        data = load_dataset_for(config)
+        variants += preset_variants(args.preset, config, lam, data.info.num_classes)
+    elif args.from_tune:
+        raise UserError("--from-tune sets the strength of a --preset; give --preset too")
+    options = CompareOptions(
+        variants=variants, seeds=parse_seeds(args.seeds), baseline=args.baseline,
+        retune_lr=parse_grid(args.retune_lr, "--retune-lr") if args.retune_lr else None,
+        retune_epochs=args.retune_epochs, workers=args.workers)
+    run_compare(config, options, Path(args.out), quiet=args.quiet, data=data)
+    return 0

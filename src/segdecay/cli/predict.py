@@ -1,0 +1,29 @@
+"""``segdecay predict``: index masks and colour overlays for new images."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    """The ``predict`` subcommand."""
+    p = sub.add_parser("predict", help="write index masks and colour overlays",
+                       description="Predict masks for an image or a folder of images.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("input", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, help="folder for NAME_mask.png and NAME_overlay.png")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="which checkpoint [default: best]")
+    p.add_argument("--eval-size", metavar="HxW", help="input size (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write NAME_mask.png and NAME_overlay.png per input image."""
+    from segdecay.runs import predict_paths
+
+    predict_paths(args.run, args.input, args.out, checkpoint=args.checkpoint,
+                  eval_size=args.eval_size, device=args.device, quiet=args.quiet)
+    return 0

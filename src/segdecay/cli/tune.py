@@ -1,0 +1,70 @@
+"""``segdecay tune``: choose lambda by k-fold cross-validation (Optuna)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segdecay.options import add_train_options, config_from_args
+from segdecay.studies.tune.options import PRUNERS, SEARCHES, SELECTIONS
+
+
+def add_parser(sub) -> None:
+    """The ``tune`` subcommand."""
+    p = sub.add_parser("tune", help="choose lambda by k-fold cross-validation (Optuna)",
+                       description="Search lambda (and optionally lr, decay mode) by k-fold "
+                       "CV on the training split; writes tune.json, trials.csv, report.html. "
+                       "Rerunning the same command resumes the study.")
+    p.add_argument("--out", required=True, help="tune folder to create (or resume)")
+    p.add_argument("--config", help="YAML file of training options for every fit")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    s = p.add_argument_group("search")
+    s.add_argument("--grid", metavar="L1,L2,...", help="lambda grid, 0 allowed")
+    s.add_argument("--range", metavar="LOW:HIGH", help="log-uniform lambda range (random/tpe)")
+    s.add_argument("--search", choices=list(SEARCHES),
+                   help="grid | random | tpe [default: grid with --grid, else tpe]")
+    s.add_argument("--trials", type=int, help="number of trials for random / tpe")
+    s.add_argument("--lr-grid", metavar="LR1,LR2", help="also search these learning rates")
+    s.add_argument("--decay-modes", metavar="M1,M2", help="also search these decay modes")
+    s.add_argument("--folds", type=int, default=3, help="k of k-fold CV [default: 3]")
+    s.add_argument("--group-by", metavar="REGEX",
+                   help="images whose names give the same match (group 1 if any) share a fold "
+                   "[default: the dataset's groups: CamVid sequences]")
+    s.add_argument("--repeats", type=int, default=1, help="repeated CV with new fold seeds")
+    s.add_argument("--pruner", default="median", choices=list(PRUNERS),
+                   help="stop hopeless trials early [default: median]")
+    s.add_argument("--select", default="1se", choices=list(SELECTIONS),
+                   help="use lambda.min or lambda.1se [default: 1se]")
+    s.add_argument("--refit", action="store_true",
+                   help="retrain on the whole training split with the chosen lambda, score test")
+    w = p.add_argument_group("study storage and workers")
+    w.add_argument("--storage", metavar="URL",
+                   help="sqlite:///FILE | journal:FILE | postgresql://USER:PASS@HOST/DB "
+                   "[default: OUT/study.db, or OUT/study.journal with --workers > 1]")
+    w.add_argument("--study", default="segdecay", help="study name shared by all workers")
+    w.add_argument("--workers", type=int, default=1, help="local worker processes [default: 1]")
+    w.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="a trial silent for 2x this long is failed and retried [default: 10]")
+    add_train_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run or resume the study, then write tune.json and the report."""
+    from segdecay.studies.tune import TuneOptions, parse_grid, parse_range, run_tune
+
+    options = TuneOptions(
+        grid=parse_grid(args.grid) if args.grid else None,
+        range=parse_range(args.range) if args.range else None,
+        search=args.search or ("grid" if args.grid else "tpe"),
+        trials=args.trials,
+        lr_grid=parse_grid(args.lr_grid, "--lr-grid") if args.lr_grid else None,
+        modes=[m.strip() for m in args.decay_modes.split(",")] if args.decay_modes else None,
+        folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
+        storage=args.storage, study=args.study, workers=args.workers, select=args.select,
+        refit=args.refit, heartbeat=args.heartbeat,
+    )
+    config = config_from_args(args)
+    options.seed = config.seed  # fold assignment follows --seed too
+    run_tune(config, options, Path(args.out), quiet=args.quiet)
+    return 0

@@ -1,0 +1,112 @@
+"""Optimizers: where a decay mode becomes an algorithm.
+
+``build_optimizer`` is where a decay mode becomes an algorithm. It says which one ran:
+
+============  ===========  ===========================================================
+optimizer     decay mode   algorithm
+============  ===========  ===========================================================
+sgd(-nesterov) penalty     SGD, no optimizer decay; loss gets (lambda/2)·||w||^2
+sgd(-nesterov) coupled     torch SGD ``weight_decay`` (identical to penalty)
+sgd(-nesterov) decoupled   SGDW: w *= 1 - lr·lambda before the momentum step
+adam / adamw  penalty      Adam, no optimizer decay; loss gets (lambda/2)·||w||^2
+adam / adamw  coupled      Adam + L2 (torch Adam ``weight_decay``)
+adam / adamw  decoupled    AdamW (torch AdamW)
+============  ===========  ===========================================================
+
+``adam`` defaults to coupled and ``adamw`` to decoupled; an explicit ``decay_mode`` wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from segdecay.config import DECAY_MODES, OPTIMIZERS
+from segdecay.decay.groups import DecayRule, param_groups
+from segdecay.errors import UserError
+
+
+class SGDW(torch.optim.SGD):
+    """SGD with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    Each group's ``decoupled_weight_decay`` shrinks w by lr·lambda·w outside the momentum
+    buffer, before the usual SGD step; the inner SGD ``weight_decay`` stays 0.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - same contract as torch.optim.SGD.step
+        for group in self.param_groups:
+            lam = group.get("decoupled_weight_decay", 0.0)
+            if lam:
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_mul_(params, 1.0 - group["lr"] * lam)
+        return super().step(closure)
+
+
+def default_decay_mode(optimizer: str) -> str:
+    """The mode each optimizer name implies when the user gives none."""
+    return "decoupled" if optimizer == "adamw" else "coupled"
+
+
+def algorithm_name(optimizer: str, decay_mode: str) -> str:
+    """Plain name of what actually runs, written into every run folder."""
+    base = "SGD (Nesterov)" if optimizer == "sgd-nesterov" else (
+        "SGD" if optimizer == "sgd" else "Adam")
+    if decay_mode == "penalty":
+        return f"{base} + L2 penalty in the loss"
+    if decay_mode == "coupled":
+        return f"{base} + coupled L2 (weight_decay in the gradient)"
+    return "AdamW (decoupled)" if base == "Adam" else f"{base}W (decoupled)"
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    decay_mode: str | None = None,
+    *,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    no_decay: str = "ndim<2",
+    rules: Sequence[DecayRule | str] = (),
+    groups: list[dict] | None = None,
+) -> torch.optim.Optimizer:
+    """A torch optimizer whose parameter groups carry lambda by the chosen decay mode.
+
+    Every group keeps ``lambda`` (its configured strength), ``decay_mult`` and ``decay_mode``,
+    so the loss term of ``penalty`` mode and the decay report read them back from
+    ``optimizer.param_groups``.
+    """
+    if name not in OPTIMIZERS:
+        raise UserError(f"--optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
+    mode = decay_mode or default_decay_mode(name)
+    if mode not in DECAY_MODES:
+        raise UserError(f"--decay-mode '{mode}': choose one of {', '.join(DECAY_MODES)}")
+    if lr <= 0:
+        raise UserError(f"--lr {lr}: must be > 0")
+    if groups is None:
+        groups = param_groups(model, weight_decay, no_decay=no_decay, rules=rules)
+    for g in groups:
+        lam = g["weight_decay"]
+        g["lambda"] = lam
+        g["decay_mode"] = mode
+        g["weight_decay"] = lam if mode == "coupled" else 0.0
+        if mode == "decoupled":
+            if name.startswith("sgd"):
+                g["decoupled_weight_decay"] = lam
+            else:
+                g["weight_decay"] = lam  # AdamW's own decoupled decay
+    if name.startswith("sgd"):
+        nesterov = name == "sgd-nesterov"
+        if nesterov and momentum <= 0:
+            raise UserError("--optimizer sgd-nesterov needs --momentum > 0")
+        cls = SGDW if mode == "decoupled" else torch.optim.SGD
+        return cls(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if mode == "decoupled":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)

@@ -1,0 +1,76 @@
+"""``segdecay predict``: index masks (palette PNGs) and colour overlays for new images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segdecay.data.imageio import read_image
+from segdecay.config import parse_size
+from segdecay.runs.folder import load_run
+from segdecay.errors import UserError
+from segdecay.fileio import atomic_open
+from segdecay.inference import predict_logits
+from segdecay.models import output_stride
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder")
+        return files
+    raise UserError(f"{path}: no such file or folder")
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    with atomic_open(path, "wb") as fh:
+        image.save(fh, format="PNG")
+
+
+@torch.no_grad()
+def predict_paths(
+    run: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str = "best",
+    eval_size: str | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> list[Path]:
+    """Write NAME_mask.png (class indices, palette attached) and NAME_overlay.png per image."""
+    config, meta, model, dev = load_run(run, checkpoint, device)
+    hw = parse_size(eval_size, "--eval-size") if eval_size else parse_size(
+        config.eval_size, "eval_size")
+    inputs = _inputs(Path(input_path))  # before creating --out: a typo leaves no folder
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    palette = np.array(meta["palette"], dtype=np.uint8).reshape(-1, 3)
+    flat = palette.flatten().tolist() + [0] * (768 - palette.size)
+    written = []
+    for path in inputs:
+        image = read_image(path)
+        logits = predict_logits(model, image[None].to(dev), tuple(image.shape[-2:]), hw,
+                                output_stride(model), channels_last=config.channels_last,
+                                amp=config.amp)
+        pred = logits.argmax(1)[0].to("cpu", torch.uint8).numpy()
+        mask = Image.fromarray(pred)  # mode L; putpalette turns it into P, values kept
+        mask.putpalette(flat)
+        mask_path = out / f"{path.stem}_mask.png"
+        _save_png(mask, mask_path)
+        rgb = image.permute(1, 2, 0).numpy().astype(np.float32)
+        overlay = (0.5 * rgb + 0.5 * palette[pred].astype(np.float32)).astype(np.uint8)
+        overlay_path = out / f"{path.stem}_overlay.png"
+        _save_png(Image.fromarray(overlay), overlay_path)
+        written += [mask_path, overlay_path]
+        if not quiet:
+            print(f"{path} -> {mask_path.name}, {overlay_path.name}")
+    return written

@@ -1,0 +1,75 @@
+"""Cross-validation folds that respect groups of correlated images.
+
+Neighbouring video frames are near-duplicates: a random k-fold over CamVid frames puts
+frame t in training and frame t+1 in validation, and the CV score leaks. Group k-fold keeps
+each group (a video sequence, a patient, a slide) inside one fold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from segdecay.data.base import SegData
+from segdecay.errors import UserError
+
+
+def group_keys(names: Sequence[str], groups: Sequence[str], group_by: str | None) -> list[str]:
+    """The group of each image: a regex over its name (group 1 if any), else ``groups``."""
+    if group_by is None:
+        return list(groups) if groups else list(names)
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        raise UserError(f"--group-by '{group_by}': bad regular expression ({exc})") from exc
+    keys = []
+    for name in names:
+        match = pattern.search(name)
+        if match is None:
+            raise UserError(f"--group-by '{group_by}': does not match image '{name}'")
+        keys.append(match.group(1) if pattern.groups else match.group(0))
+    return keys
+
+
+def group_kfold(keys: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """``k`` (train, val) index lists; every group in one fold, every image validated once.
+
+    Groups are shuffled with the seed, then placed largest first into the currently smallest
+    fold, which balances fold sizes when group sizes differ (CamVid's sequences do).
+    """
+    unique = sorted(set(keys))
+    if k < 2:
+        raise UserError(f"--folds {k}: need at least 2 folds")
+    if len(unique) < k:
+        raise UserError(f"--folds {k}: only {len(unique)} groups of images; use fewer folds "
+                        "or a finer --group-by")
+    rng = np.random.default_rng(seed)
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    members: dict[str, list[int]] = {g: [] for g in unique}
+    for i, key in enumerate(keys):
+        members[key].append(i)
+    order.sort(key=lambda g: -len(members[g]))  # stable: ties keep the shuffled order
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in order:
+        smallest = min(range(k), key=lambda f: (len(folds[f]), f))
+        folds[smallest].extend(members[g])
+    result = []
+    for f in range(k):
+        val = sorted(folds[f])
+        held = set(val)
+        result.append(([i for i in range(len(keys)) if i not in held], val))
+    return result
+
+
+def fold_splits(data: SegData, options) -> list[tuple[int, int, SegData]]:
+    """(repeat, fold, data) for every CV fit: train/val are parts of the training split."""
+    train = data.train
+    keys = group_keys(train.names, train.groups, options.group_by)
+    fits = []
+    for r in range(options.repeats):
+        for f, (tr, va) in enumerate(group_kfold(keys, options.folds, seed=options.seed + r)):
+            fits.append((r, f, SegData(info=data.info, train=train.subset(tr),
+                                       val=train.subset(va), test=None)))
+    return fits

@@ -1,0 +1,79 @@
+"""What a tune searches and how: the options of ``segdecay tune``, parsed and checked up front."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from segdecay.errors import UserError
+
+SEARCHES = ("grid", "random", "tpe")
+PRUNERS = ("none", "median", "hyperband", "wilcoxon")
+SELECTIONS = ("min", "1se")
+
+
+@dataclass
+class TuneOptions:
+    """What to search, how to score it, where the study lives."""
+
+    grid: list[float] | None = None
+    range: tuple[float, float] | None = None
+    search: str = "grid"
+    trials: int | None = None
+    lr_grid: list[float] | None = None
+    modes: list[str] | None = None
+    folds: int = 3
+    group_by: str | None = None
+    repeats: int = 1
+    pruner: str = "median"
+    storage: str | None = None
+    study: str = "segdecay"
+    workers: int = 1
+    select: str = "1se"
+    refit: bool = False
+    seed: int = 0
+    heartbeat: int = 10
+
+
+def parse_grid(text: str, option: str = "--grid") -> list[float]:
+    """'0,1e-5,1e-4' -> sorted unique floats >= 0."""
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError as exc:
+        raise UserError(f"{option} '{text}': expected comma-separated numbers") from exc
+    if not values or min(values) < 0 or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{option} '{text}': need finite values >= 0")
+    return values
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'1e-6:1e-1' -> (1e-6, 1e-1), a log-uniform range (so both ends must be > 0)."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise UserError(f"--range '{text}': expected LOW:HIGH, e.g. 1e-6:1e-1") from exc
+    if not 0 < lo < hi:
+        raise UserError(f"--range '{text}': need 0 < LOW < HIGH (log-uniform; use --grid to "
+                        "include lambda = 0)")
+    return lo, hi
+
+
+def validate(options: TuneOptions) -> None:
+    """Refuse inconsistent options before any work starts."""
+    if options.search not in SEARCHES:
+        raise UserError(f"--search '{options.search}': choose one of {', '.join(SEARCHES)}")
+    if options.pruner not in PRUNERS:
+        raise UserError(f"--pruner '{options.pruner}': choose one of {', '.join(PRUNERS)}")
+    if options.select not in SELECTIONS:
+        raise UserError(f"--select '{options.select}': choose min or 1se")
+    if options.search == "grid" and not options.grid:
+        raise UserError("--search grid needs --grid L1,L2,... (e.g. 0,1e-5,1e-4,1e-3,1e-2)")
+    if options.search != "grid" and options.range is None:
+        raise UserError(f"--search {options.search} needs --range LOW:HIGH")
+    if options.search != "grid" and not options.trials:
+        raise UserError(f"--search {options.search} needs --trials N")
+    for name in ("folds", "repeats", "workers"):
+        if getattr(options, name) < 1:
+            raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+

@@ -1,0 +1,107 @@
+"""Figures of a tune: the CV curve with both choices, the fit picture, norms, compute."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from segdecay.fileio import atomic_write_text
+from segdecay.report.html import figure_to_img, html_table, lambda_axis, page
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [t for t in payload["trials"] if t["weight_decay"] is not None]
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    sections = []
+    sel = payload.get("selection")
+    if sel:
+        curve = sel["curve"]
+        lams = [p["lam"] for p in curve]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.errorbar(lams, [p["mean"] for p in curve], yerr=[p["se"] for p in curve],
+                    fmt="o-", capsize=4, label="CV mIoU (mean ± SE over folds)")
+        ax.axhline(sel["threshold"], color="grey", ls=":", label="best - 1 SE")
+        ax.axvline(sel["lambda_min"], color="tab:green", ls="--",
+                   label=f"lambda.min = {sel['lambda_min']:g}")
+        ax.axvline(sel["lambda_1se"], color="tab:red", ls="--",
+                   label=f"lambda.1se = {sel['lambda_1se']:g}")
+        lambda_axis(ax, lams)
+        ax.set_ylabel("val mIoU")
+        ax.legend()
+        sections.append(("Cross-validated mIoU against lambda", figure_to_img(fig)))
+    if done:
+        done.sort(key=lambda t: t["weight_decay"])
+        lams = [t["weight_decay"] for t in done]
+        fig, ax = plt.subplots(1, 2, figsize=(13, 4))
+        ax[0].plot(lams, [t["train_miou"] for t in done], "o-", label="train mIoU (fold fits)")
+        ax[0].plot(lams, [t["cv_mean"] for t in done], "o-", label="held-out fold mIoU")
+        ax[0].set_ylabel("mIoU")
+        gaps = [t["train_miou"] - t["cv_mean"] for t in done]
+        widest = max(range(len(gaps)), key=gaps.__getitem__)
+        ax[0].set_title(f"train - held-out gap: {gaps[0]:.3f} at lambda {lams[0]:g}, "
+                        f"widest {gaps[widest]:.3f} at {lams[widest]:g}, "
+                        f"{gaps[-1]:.3f} at {lams[-1]:g}", fontsize=9)
+        ax[0].legend()
+        lambda_axis(ax[0], lams)
+        ax[1].plot(lams, [t["weight_norm"] for t in done], "o-")
+        ax[1].set_ylabel("||w|| at the end of training")
+        ax[1].set_title("weight norm")
+        lambda_axis(ax[1], lams)
+        sections.append(("Train and validation mIoU, weight norm", figure_to_img(fig)))
+    if trials:
+        full = payload["epochs_per_fit"] * payload["folds"] * payload["repeats"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        labels = [f"#{t['number']}\n{t['weight_decay']:g}" for t in trials]
+        colours = ["tab:orange" if t["pruned"] else "tab:blue" for t in trials]
+        ax.bar(range(len(trials)), [t["epochs_run"] for t in trials], color=colours)
+        ax.axhline(full, color="grey", ls=":", label="full budget per trial")
+        ax.set_xticks(range(len(trials)), labels, fontsize=7)
+        ax.set_ylabel("fit-epochs run")
+        frac = payload["compute"]["fraction"]
+        ax.set_title(f"compute used: {frac:.0%} of the full search (orange: pruned)"
+                     if _finite(frac) else "compute used")
+        ax.legend()
+        sections.append(("Compute saved by pruning", figure_to_img(fig)))
+    return sections
+
+
+def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
+    """report.html of a tune: choices, figures, trial table, refit, dashboard hint."""
+    choice_rows = []
+    if payload.get("selection"):
+        s = payload["selection"]
+        choice_rows = [["lambda.min", s["lambda_min"], s["best_mean"], s["best_se"]],
+                       ["lambda.1se", s["lambda_1se"], None, None]]
+    summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + (
+        f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "
+        f"{payload['folds']}-fold CV x {payload['repeats']} repeat(s), pruner "
+        f"{payload['pruner']}. {payload['se_caveat']}.</p>")
+    rows = [[t["number"], t["state"], t["weight_decay"], t["lr"], t["decay_mode"],
+             t["cv_mean"], t["cv_se"], t["folds_done"], t["train_miou"], t["weight_norm"],
+             t["epochs_run"]] for t in payload["trials"]]
+    sections = [("Choice of lambda", summary), *_figures(payload),
+                ("Trials", html_table(["#", "state", "lambda", "lr", "mode", "CV mIoU", "SE",
+                                       "folds", "train mIoU", "||w||", "fit-epochs"], rows))]
+    if payload.get("refit"):
+        r = payload["refit"]
+        sections.append((f"Refit with lambda = {r['weight_decay']:g} on the whole training "
+                         f"split, scored on {r['split']}",
+                         html_table(["class", "IoU"], list(zip(r["class_names"], r["iou"],
+                                                                strict=True))
+                                    + [["mIoU", r["miou"]]])))
+    sections.append(("Browse the study", f"<p><code>optuna-dashboard '{payload['storage']}'"
+                     "</code> (pip install optuna-dashboard; a journal file opens the same "
+                     "way); the storage URL is shown with its password removed.</p>"))
+    path = run_dir / "report.html"
+    atomic_write_text(path, page(f"segdecay tune {run_dir.name}", sections))
+    return path

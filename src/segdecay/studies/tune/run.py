@@ -1,0 +1,39 @@
+"""``segdecay tune``: choose lambda by (group, repeated) k-fold cross-validation on Optuna.
+
+Run (or resume) the study with local worker processes, then summarize it: tune.json,
+trials.csv, report.html and, with ``--refit``, a run on the whole training split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from segdecay.config import TrainConfig
+from segdecay.studies.tune.options import TuneOptions, validate
+from segdecay.studies.tune.search import run_worker, worker_entry
+from segdecay.studies.tune.storage import redact, resolve_storage_url
+from segdecay.studies.tune.summary import summarize_study
+from segdecay.studies.workers import printer, spawn_workers
+
+
+def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
+             quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study with ``options.workers`` local processes, then summarize."""
+    validate(options)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = resolve_storage_url(options.storage, run_dir, options.workers)
+    say = printer(quiet)
+    say(f"study '{options.study}' in {redact(url)}: {options.search} search, "
+        f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}, "
+        f"{options.workers} worker(s)")
+    started = time.perf_counter()
+    if options.workers == 1:
+        run_worker(base, options, run_dir, url, quiet=True, progress=not quiet)
+    else:
+        spawn_workers(worker_entry, (asdict(base), asdict(options), str(run_dir), url,
+                                     not quiet), options.workers)
+    return summarize_study(base, options, run_dir, url, time.perf_counter() - started, say)

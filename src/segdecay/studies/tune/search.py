@@ -1,0 +1,232 @@
+"""The search of ``segdecay tune`` on Optuna: samplers, pruners, and the objective that
+trains every fold of a trial.
+
+A trial is one point of the search space (lambda, optionally lr and decay mode). It trains
+one model per fold of the training split and scores the final epoch's val mIoU on the held
+out fold; the trial's value is the mean over folds. Intermediate values feed the pruner:
+per epoch for median/Hyperband (step = fold x epochs + epoch, the same for every trial, so
+comparisons are paired), per fold for Wilcoxon (step = fold, Optuna's paired test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from segdecay.config import TrainConfig
+from segdecay.data import load_dataset_for
+from segdecay.studies.tune.folds import fold_splits
+from segdecay.studies.tune.options import TuneOptions
+from segdecay.studies.tune.storage import open_storage
+from segdecay.studies.workers import dead_local_worker, worker_id
+from segdecay.training import Log, train
+
+
+def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
+    if options.search == "grid":
+        space: dict[str, list] = {"weight_decay": list(options.grid)}
+        if options.lr_grid:
+            space["lr"] = list(options.lr_grid)
+        if options.modes:
+            space["decay_mode"] = list(options.modes)
+        return optuna.samplers.GridSampler(space, seed=options.seed)
+    if options.search == "random":
+        return optuna.samplers.RandomSampler(seed=options.seed)
+    return optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=min(5, options.trials))
+
+
+def reports_per_fold(options: TuneOptions) -> bool:
+    """Whether the pruner sees one score per fold (paired tests) instead of one per epoch."""
+    return options.pruner == "wilcoxon"
+
+
+def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
+    if options.pruner == "median":
+        # One finished trial is the yardstick; from a quarter of the first fold on, a trial
+        # below the median of finished ones at the same epoch stops. Measured on the demo
+        # grid (benchmarks/tune_pruning.py, 3 seeds): 0.24-0.49 of the compute, lambda.min
+        # the same or one grid step smaller (early epochs favour lighter decay).
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 4))
+    if options.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 4),
+                                              max_resource=epochs * options.folds
+                                              * options.repeats)
+    if options.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    return optuna.pruners.NopPruner()
+
+
+def _suggest(trial: optuna.Trial, options: TuneOptions, base: TrainConfig) -> dict[str, Any]:
+    if options.search == "grid":  # GridSampler picks the value; the range must hold it
+        grid = options.grid
+        params: dict[str, Any] = {
+            "weight_decay": trial.suggest_float("weight_decay", min(grid), max(grid))}
+        if options.lr_grid:
+            params["lr"] = trial.suggest_float("lr", min(options.lr_grid), max(options.lr_grid))
+    else:
+        lo, hi = options.range
+        params = {"weight_decay": trial.suggest_float("weight_decay", lo, hi, log=True)}
+        if options.lr_grid:
+            params["lr"] = trial.suggest_categorical("lr", list(options.lr_grid))
+    if options.modes:
+        params["decay_mode"] = trial.suggest_categorical("decay_mode", list(options.modes))
+    return params
+
+
+def _duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
+    """Number of another live or finished trial with these params (grid end-game, reruns)."""
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.params != params:
+            continue
+        if other.user_attrs.get("duplicate_of") is not None:
+            continue
+        if other.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                           optuna.trial.TrialState.RUNNING):
+            return other.number
+    return None
+
+
+class Objective:
+    """Trains every fold for one trial's parameters and reports to the pruner."""
+
+    def __init__(self, base: TrainConfig, options: TuneOptions, fits, run_dir: Path,
+                 quiet: bool = True, progress: bool = False) -> None:
+        self.base, self.options, self.fits, self.run_dir = base, options, fits, run_dir
+        self.quiet = quiet
+        self.progress = progress
+
+    def say(self, text: str) -> None:
+        """One progress line per fold and per trial (the fits themselves stay quiet)."""
+        if self.progress:
+            print(text, flush=True)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = _suggest(trial, self.options, self.base)
+        dup = _duplicate_of(trial.study, trial, params) if self.options.search == "grid" else None
+        if dup is not None:
+            trial.set_user_attr("duplicate_of", dup)
+            raise optuna.TrialPruned(f"parameters already evaluated by trial {dup}")
+        trial.set_user_attr("worker", worker_id())
+        config = replace(self.base, eval_every=1, **params)
+        epochs_per_fit = config.epochs
+        scores, train_scores, norms, epochs_run = [], [], [], 0
+        per_fold = reports_per_fold(self.options)
+        for i, (r, f, data) in enumerate(self.fits):
+            out = self.run_dir / "trials" / f"{trial.number:04d}" / f"r{r}f{f}"
+
+            def report(row: dict, i: int = i) -> None:
+                nonlocal epochs_run
+                epochs_run += 1
+                trial.set_user_attr("epochs_run", epochs_run)
+                if per_fold or row["val_miou"] is None:
+                    return
+                trial.report(row["val_miou"], i * epochs_per_fit + row["epoch"] - 1)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at fold {i + 1} epoch {row['epoch']}")
+
+            try:
+                summary = train(replace(config, seed=self.base.seed + r), out, data=data,
+                                log=Log(quiet=self.quiet), on_epoch=report, checkpoints=False)
+            except optuna.TrialPruned as pruned:
+                trial.set_user_attr("fold_scores", scores)
+                self.say(f"  trial {trial.number} {_describe(params)}: {pruned}")
+                raise
+            if summary.get("status", "completed") != "completed":
+                trial.set_user_attr("failure", summary.get("reason", "run failed"))
+                raise RuntimeError(summary.get("reason", "run failed"))
+            self.say(f"  trial {trial.number} {_describe(params)} fold {i + 1}/"
+                     f"{len(self.fits)}: val mIoU {summary['final_val_miou']:.4f} "
+                     f"(train {summary['final_train_miou']:.4f})")
+            scores.append(summary["final_val_miou"])
+            train_scores.append(summary["final_train_miou"])
+            norms.append(summary["weight_norm"])
+            trial.set_user_attr("fold_scores", scores)
+            trial.set_user_attr("train_scores", train_scores)
+            trial.set_user_attr("weight_norms", norms)
+            if per_fold:
+                trial.report(scores[-1], i)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {i + 1} ({self.options.pruner})")
+        return sum(scores) / len(scores)
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{'lambda' if k == 'weight_decay' else k}={v:g}" if isinstance(v, float)
+                    else f"{k}={v}" for k, v in params.items())
+
+
+def _n_trials(options: TuneOptions) -> int:
+    if options.search == "grid":
+        n = len(options.grid) * len(options.lr_grid or [0]) * len(options.modes or [0])
+        return n
+    return int(options.trials)
+
+
+def _done_count(study: optuna.Study) -> int:
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in finished and t.user_attrs.get("duplicate_of") is None)
+
+
+def retry_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail and re-enqueue RUNNING trials whose worker process on this host is gone.
+
+    Optuna's heartbeat does this for RDB storages after a grace period; journal files have
+    no heartbeat, and their workers share one machine, so a dead PID is proof enough. The
+    retry records why (``retry_reason``); the failed trial's row shows it.
+    """
+    retried = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not dead_local_worker(t.user_attrs.get("worker", "")):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker failed it first
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                  "retry_reason": "worker process died"})
+        retried.append(t.number)
+    return retried
+
+
+def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_url: str,
+               quiet: bool = True, threads: int | None = None, progress: bool = False) -> None:
+    """One worker: join the study and run trials until the search is exhausted."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_dataset_for(base)
+    fits = fold_splits(data, options)
+    study = optuna.create_study(
+        study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
+        sampler=_sampler(options), pruner=_pruner(options, base.epochs),
+        direction="maximize", load_if_exists=True,
+    )
+    retry_dead_local_trials(study)
+    target = _n_trials(options)
+    if _done_count(study) >= target and not any(
+            t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        return
+    stop_when_done = optuna.study.MaxTrialsCallback(
+        target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    study.optimize(Objective(base, options, fits, run_dir, quiet=quiet, progress=progress),
+                   n_trials=None if options.search == "grid" else target * 2,
+                   callbacks=[stop_when_done, _stop_on_duplicate], catch=(RuntimeError,),
+                   gc_after_trial=True)
+
+
+def _stop_on_duplicate(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    if trial.user_attrs.get("duplicate_of") is not None:
+        study.stop()
+
+
+def worker_entry(base: dict, options: dict, run_dir: str, url: str, progress: bool,
+                 threads: int) -> None:
+    """A spawned worker process (plain arguments: they cross the process boundary)."""
+    run_worker(TrainConfig(**base), TuneOptions(**options), Path(run_dir), url, True, threads,
+               progress)

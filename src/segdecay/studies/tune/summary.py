@@ -1,0 +1,152 @@
+"""Turn a finished study into tune.json, trials.csv, report.html and an optional refit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from segdecay.config import TrainConfig
+from segdecay.fileio import atomic_write_text, write_json
+from segdecay.runs import evaluate_run
+from segdecay.runs.folder import is_finished, read_summary
+from segdecay.studies.tune.report import write_tune_report
+from segdecay.studies.tune.selection import cv_points, select_lambda, summarize
+from segdecay.studies.tune.storage import open_storage, redact
+from segdecay.training import Log, train
+
+TRIAL_COLUMNS = ["number", "state", "weight_decay", "lr", "decay_mode", "cv_mean", "cv_se",
+                 "folds_done", "fold_scores", "train_miou", "weight_norm", "epochs_run",
+                 "pruned", "duplicate_of", "failure"]
+
+
+def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
+    """One plain dict per trial (what trials.csv and tune.json list)."""
+    trials = study.get_trials(deepcopy=False)
+    retry_reasons = {t.user_attrs["retry_of"]: t.user_attrs.get("retry_reason")
+                     for t in trials if t.user_attrs.get("retry_of") is not None}
+    rows = []
+    for t in trials:
+        scores = list(t.user_attrs.get("fold_scores", []))
+        mean, se = summarize(scores)
+        trains = t.user_attrs.get("train_scores", [])
+        norms = t.user_attrs.get("weight_norms", [])
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            "weight_decay": t.params.get("weight_decay"),
+            "lr": t.params.get("lr", base.lr),
+            "decay_mode": t.params.get("decay_mode", base.decay_mode),
+            "cv_mean": mean, "cv_se": se, "folds_done": len(scores),
+            "fold_scores": scores,
+            "train_miou": sum(trains) / len(trains) if trains else None,
+            "weight_norm": sum(norms) / len(norms) if norms else None,
+            "epochs_run": t.user_attrs.get("epochs_run", 0),
+            "pruned": t.state == optuna.trial.TrialState.PRUNED,
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "failure": t.user_attrs.get("failure") or retry_reasons.get(t.number),
+        })
+    return rows
+
+
+def _write_trials_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (";".join(f"{v:.6g}" for v in r[k]) if k == "fold_scores"
+                             else ("" if r[k] is None else r[k])) for k in TRIAL_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def choose(rows: list[dict], n_fits: int) -> dict[str, Any]:
+    """lambda.min / lambda.1se among complete trials of the best (lr, decay mode) setting."""
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None
+                and r["folds_done"] == n_fits]
+    if not complete:
+        return {}
+    by_setting: dict[tuple, dict[float, list[float]]] = defaultdict(dict)
+    for r in complete:
+        by_setting[(r["lr"], r["decay_mode"])][r["weight_decay"]] = r["fold_scores"]
+    best_setting = max(by_setting, key=lambda k: max(
+        p.mean for p in cv_points(by_setting[k])))
+    picked = select_lambda(by_setting[best_setting])
+    picked.update({"lr": best_setting[0], "decay_mode": best_setting[1],
+                   "curve": [asdict(p) for p in cv_points(by_setting[best_setting])]})
+    return picked
+
+
+def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say) -> dict[str, Any]:
+    out = run_dir / "refit"
+    config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"])
+    if is_finished(out):
+        summary = read_summary(out)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        say(f"refit on the whole training split with lambda={lam:g}")
+        summary = train(config, out, log=Log(quiet=True))
+    result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
+    return {"run": str(out), "weight_decay": lam, "split": result["split"],
+            "miou": result["miou"],
+            "iou": result["iou"], "class_names": result["class_names"],
+            "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"]}
+
+
+def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds: float,
+                    say) -> dict[str, Any]:
+    """Write tune.json, trials.csv, report.html (and refit when asked); return tune.json."""
+    study = optuna.load_study(study_name=options.study, storage=open_storage(url))
+    rows = trial_rows(study, base)
+    n_fits = options.folds * options.repeats
+    choice = choose(rows, n_fits)
+    full = base.epochs * n_fits
+    counted = [r for r in rows if r["duplicate_of"] is None]
+    used = sum(r["epochs_run"] for r in counted)
+    payload: dict[str, Any] = {
+        "study": options.study,
+        "storage": redact(url),
+        "search": options.search,
+        "pruner": options.pruner,
+        "folds": options.folds,
+        "repeats": options.repeats,
+        "group_by": options.group_by,
+        "epochs_per_fit": base.epochs,
+        "base_config": redact_config(base),
+        "trials": counted,
+        "compute": {"epochs_run": used, "epochs_full_grid": full * len(counted),
+                    "fraction": used / (full * len(counted)) if counted else None},
+        "wall_seconds": seconds,
+        "se_caveat": "fold standard errors underestimate the variance of CV estimates "
+                     "(Bengio & Grandvalet 2004); use --repeats for steadier choices",
+    }
+    if choice:
+        chosen = choice["lambda_1se"] if options.select == "1se" else choice["lambda_min"]
+        payload.update({"lambda_min": choice["lambda_min"], "lambda_1se": choice["lambda_1se"],
+                        "select": options.select, "chosen": chosen, "selection": choice})
+        say(f"lambda.min = {choice['lambda_min']:g} (CV mIoU {choice['best_mean']:.4f} "
+            f"± {choice['best_se']:.4f}), lambda.1se = {choice['lambda_1se']:g}; "
+            f"chosen ({options.select}): {chosen:g}")
+        if options.refit:
+            payload["refit"] = _refit(base, choice, chosen, run_dir, say)
+            say(f"refit {payload['refit']['split']} mIoU {payload['refit']['miou']:.4f}")
+    else:
+        say("no trial has completed every fold yet: no lambda chosen")
+    _write_trials_csv(run_dir / "trials.csv", counted)
+    write_json(run_dir / "tune.json", payload)
+    write_tune_report(run_dir, payload)
+    say(f"used {used} of {full * len(counted)} fit-epochs "
+        f"({payload['compute']['fraction'] or 0:.0%}); wrote {run_dir / 'tune.json'}, "
+        f"{run_dir / 'report.html'}")
+    return payload
+
+
+def redact_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as a dict, any URL-like string value redacted."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in asdict(config).items()}

@@ -1,0 +1,161 @@
+"""One training epoch: augmented batches, the optimizer step, and a clean stop on a signal.
+
+The step reads like torchvision's reference loop: forward under autocast, data loss plus the
+loss-side decay terms, backward, optimizer and scheduler steps. Between steps the epoch
+checks for SIGINT/SIGTERM and, if one arrived, writes a checkpoint that holds its exact
+position (the permutation, the next batch, the running sums) before it stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from segdecay.config import TrainConfig, parse_size
+from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.data.transforms import augment_batch, get_preset
+from segdecay.decay import regularization_term
+from segdecay.metrics import SegmentationMetrics
+from segdecay.training.interrupt import TrainingInterrupted
+from segdecay.training.log import write_metrics_csv
+from segdecay.training.setup import TrainingRun
+from segdecay.training.state import Progress, save_checkpoint
+
+
+@dataclass
+class EpochResult:
+    """Mean losses over the epoch's steps (all ranks), and its training confusion."""
+
+    loss: float
+    data_loss: float
+    metrics: SegmentationMetrics
+
+
+def augmented_batch(
+    split: SegSplit,
+    idx: torch.Tensor,
+    config: TrainConfig,
+    hw: tuple[int, int],
+    gen: torch.Generator,
+    device: torch.device,
+    rows: slice | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented batch ``idx``, or its ``rows`` (a data-parallel rank's share).
+
+    Every rank augments the whole global batch, so ``gen`` advances on each rank exactly as
+    in a single process (the next epoch's permutation agrees) and each image gets the random
+    transform it would get there; the extra work is a resampling per image, small next to a
+    training step.
+    """
+    preset = get_preset(config.augment)
+    size = parse_size(config.size, "--size")
+    crop = parse_size(config.crop, "--crop")
+    frac = (crop[0] / size[0], crop[1] / size[1]) if crop and size else (1.0, 1.0)
+    stacked = split.stacked()
+    if stacked is not None:
+        images, masks = stacked[0][idx].to(device), stacked[1][idx].to(device)
+        x, m = augment_batch(images, masks, hw, preset, gen, frac)
+    else:
+        parts = [
+            augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
+                          hw, preset, gen, frac)
+            for i in idx.tolist()
+        ]
+        x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    if rows is not None:
+        x, m = x[rows], m[rows]
+    return x, m
+
+
+def train_step(run: TrainingRun, net: Callable[[torch.Tensor], torch.Tensor],
+               x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One optimizer step; returns (loss, data loss, logits), detached."""
+    config = run.config
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=config.amp):
+        logits = net(x)
+    logits = logits.float()
+    data_loss = run.loss_fn(logits, target)
+    loss = data_loss
+    if run.penalty_l2 or config.l1:
+        # On every rank; DDP averages the gradients, so the decay counts once.
+        loss = loss + regularization_term(l2=run.penalty_l2, l1=config.l1,
+                                          groups=run.optimizer.param_groups)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss.detach(), data_loss.detach(), logits.detach()
+
+
+def _stop_here(run: TrainingRun, progress: Progress, epoch: int, batch: int, perm, sums,
+               count: int, metrics: SegmentationMetrics, signum: int) -> None:
+    """Save the exact position inside the epoch, then raise TrainingInterrupted."""
+    ctx = run.ctx
+    saved = run.checkpoint_state(
+        progress, epoch, perm=perm, next_batch=batch,
+        epoch_sums=ctx.all_reduce_sum(sums.clone()), epoch_count=count,
+        epoch_confusion=ctx.all_reduce_sum(metrics.confusion.clone()))
+    if run.main:
+        if run.checkpoints:
+            save_checkpoint(saved, run.out / "last.pt")
+        write_metrics_csv(run.out / "metrics.csv", progress.history)
+    ctx.barrier()  # no rank exits before last.pt is complete
+    raise TrainingInterrupted(signum, str(run.out), f"in epoch {epoch + 1}/{run.epochs} after "
+                              f"step {progress.step}", run.checkpoints)
+
+
+def _epoch_start(run: TrainingRun, progress: Progress, metrics: SegmentationMetrics):
+    """(permutation, first batch, loss sums, step count): fresh, or where a stop left off."""
+    position = progress.position
+    if position is None:
+        n = len(run.train_split)
+        return torch.randperm(n, generator=run.gen), 0, torch.zeros(2, device=run.device), 0
+    progress.position = None
+    sums = torch.zeros(2, device=run.device)
+    if run.main:  # the saved sums are over all ranks already: count them once
+        sums = position["epoch_sums"].to(run.device)
+        metrics.confusion = position["epoch_confusion"].to(run.device)
+    return position["perm"], position["next_batch"], sums, position["epoch_count"]
+
+
+def train_one_epoch(run: TrainingRun, progress: Progress,
+                    net: Callable[[torch.Tensor], torch.Tensor], epoch: int,
+                    started: float) -> EpochResult:
+    """Every step of epoch ``epoch`` (0-based); ``started`` is its perf_counter start."""
+    ctx, bs = run.ctx, run.batch_size
+    run.model.train()  # net may be a DDP wrapper or a compiled function of model
+    metrics = SegmentationMetrics(run.data.info.num_classes, IGNORE_INDEX, device=run.device)
+    perm, first_batch, sums, count = _epoch_start(run, progress, metrics)
+    bar = run.log.bar(run.steps_per_epoch, f"epoch {epoch + 1}/{run.epochs}")
+    bar.update(first_batch)
+    for b in range(first_batch, run.steps_per_epoch):
+        if progress.step >= run.total_steps:
+            break
+        # Between steps: every rank stops at the same step, if any rank got a signal.
+        signum = ctx.agree_max(run.stop.signum or 0)
+        if signum:
+            bar.close()
+            progress.train_seconds += time.perf_counter() - started
+            _stop_here(run, progress, epoch, b, perm, sums, count, metrics, signum)
+        x, target = augmented_batch(run.train_split, perm[b * bs: (b + 1) * bs], run.config,
+                                    run.hw, run.gen, run.device, rows=run.rows)
+        loss, data_loss, logits = train_step(run, net, x, target)
+        progress.step += 1
+        count += 1
+        step_losses = torch.stack([loss, data_loss])
+        sums += step_losses / ctx.world_size if ctx.enabled else step_losses
+        metrics.update(logits, target)
+        bar.update(1)
+        if run.log.tty and not run.log.quiet:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    bar.close()
+    if ctx.enabled:  # loss sums (means over ranks) and pixel counts of the whole batch
+        ctx.all_reduce_sum(sums)
+        ctx.all_reduce_sum(metrics.confusion)
+    loss_mean, data_mean = (sums / max(1, count)).tolist()  # one host sync per epoch
+    return EpochResult(loss_mean, data_mean, metrics)

@@ -1,0 +1,81 @@
+"""The one evaluation loop: a whole split at label resolution, optionally perturbed.
+
+Training (validation each epoch), ``segdecay evaluate``, the per-image scores of compare and
+the spectrum's filters and noise all score through :func:`evaluate_split`, so their numbers
+agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from segdecay.config import TrainConfig, parse_size
+from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.inference import iterate_batches, logits_of_input, normalized_input
+from segdecay.metrics import SegmentationMetrics
+from segdecay.models import output_stride
+from segdecay.training import distributed
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    split: SegSplit,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    loss_fn: nn.Module | None = None,
+    *,
+    dist: distributed.DistContext | None = None,
+    perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Metrics over the whole split at label resolution, and the mean loss per image.
+
+    With a data-parallel ``dist``, rank r scores batches r, r+N, ... (each batch computed
+    exactly as one process computes it) and the confusion counts and per-batch losses are
+    summed over ranks, so every rank gets the single-process result. ``model`` is the bare
+    model, not its DDP wrapper: ranks run different numbers of batches here.
+
+    ``perturb(x, batch_index)`` changes each normalized input batch before the forward (the
+    spectrum's filters and noise); ``on_batch(logits, target)`` sees each batch this rank
+    scored (per-image scores, prediction spectra), so analyses share this one loop.
+    """
+    ctx = dist or distributed.DistContext()
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
+    eval_hw = parse_size(config.eval_size, "--eval-size")
+    stride = output_stride(model)
+    batch_losses: list[tuple[int, torch.Tensor]] = []
+    k = 0
+    for k, (images, masks) in enumerate(
+        iterate_batches(split, max(1, config.batch_size), torch.device("cpu")), start=1
+    ):
+        if (k - 1) % ctx.world_size != ctx.rank:
+            continue
+        images, masks = images.to(device), masks.to(device)
+        x = normalized_input(images, eval_hw)
+        if perturb is not None:
+            x = perturb(x, k - 1)
+        logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,
+                                 channels_last=config.channels_last, amp=config.amp)
+        target = masks.long()
+        metrics.update(logits, target)
+        if on_batch is not None:
+            on_batch(logits, target)
+        if loss_fn is not None:
+            batch_losses.append((k - 1, loss_fn(logits, target).detach() * images.shape[0]))
+    per_batch = torch.zeros(k, device=device)
+    for slot, value in batch_losses:
+        per_batch[slot] = value
+    if ctx.enabled:
+        ctx.all_reduce_sum(metrics.confusion)
+        ctx.all_reduce_sum(per_batch)  # one non-zero entry per slot: exact
+    loss_sum = torch.zeros((), device=device)
+    for value in per_batch:  # in batch order, as one process adds them
+        loss_sum += value
+    return metrics.compute(), float(loss_sum) / max(1, len(split))
