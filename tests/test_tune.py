@@ -17,8 +17,16 @@ import pytest
 import scipy.stats
 
 from segdecay.errors import UserError
-from segdecay.studies.tune.folds import group_keys, group_kfold
-from segdecay.studies.tune.selection import select_lambda, summarize
+from segdecay.studies.tune.evidence import assess, rules_sentence
+from segdecay.studies.tune.folds import group_keys, group_kfold, repeated_group_kfold
+from segdecay.studies.tune.selection import (
+    corrected_se,
+    design_for,
+    paired_points,
+    select_lambda,
+    select_paired,
+    summarize,
+)
 from segdecay.studies.tune.storage import redact, resolve_storage_url
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,6 +69,90 @@ def test_standard_error_matches_scipy():
     assert mean == pytest.approx(sum(scores) / 4)
 
 
+# Fold 2 is much easier than fold 3 for every lambda: the unpaired SE of the best mean
+# (0.2/sqrt(3) = 0.11547) swallows every difference, while on the same folds 1e-2 is below
+# lambda.min by exactly 0.03 on every fold.
+HARD_FOLD = {
+    0.0: [0.60, 0.40, 0.20],   # mean 0.4: lambda.min
+    1e-3: [0.61, 0.38, 0.20],  # diffs (1/100, -2/100, 0): mean -1/300, s^2 = 7/30000
+    1e-2: [0.57, 0.37, 0.17],  # diffs (-3/100, -3/100, -3/100): mean -0.03, s = 0
+}
+
+
+def test_paired_one_se_rule_on_hand_made_folds_differs_from_the_unpaired_rule():
+    unpaired = select_lambda(HARD_FOLD)
+    assert unpaired["lambda_min"] == 0.0
+    assert unpaired["threshold"] == pytest.approx(0.4 - 0.2 / math.sqrt(3))  # 0.28453
+    assert unpaired["lambda_1se"] == 1e-2  # mean 0.37 >= 0.28453
+    paired = select_paired(HARD_FOLD, folds=3)
+    points = {p.lam: p for p in paired["points"]}
+    # 1e-3: corrected var = (1/3 + 1/(3-1)) * 7/30000 = 7/36000
+    assert points[1e-3].mean_diff == pytest.approx(-1 / 300)
+    assert points[1e-3].sd ** 2 == pytest.approx(7 / 30000)
+    assert points[1e-3].se == pytest.approx(math.sqrt(7 / 36000))  # 0.013944 > 1/300
+    assert points[1e-2].mean_diff == pytest.approx(-0.03)
+    assert points[1e-2].se == pytest.approx(0.0, abs=1e-12)  # -0.03 < -0: outside
+    assert points[0.0].mean_diff == 0.0 and points[0.0].se == 0.0
+    assert paired["lambda_min"] == 0.0
+    assert paired["within"] == [0.0, 1e-3]
+    assert paired["lambda_1se"] == 1e-3
+    sentence = rules_sentence(1e-3, 1e-2, paired["points"], unpaired["best_se"])
+    assert "paired rule chooses lambda = 0.001 and the unpaired glmnet rule 0.01" in sentence
+    assert rules_sentence(1e-3, 1e-3, paired["points"], unpaired["best_se"]) is None
+
+
+def test_paired_interval_is_scipys_paired_t_interval_widened_by_the_correction():
+    a = [0.52, 0.47, 0.31, 0.55, 0.40, 0.36]  # 2 repeats x 3 folds
+    b = [0.50, 0.49, 0.25, 0.50, 0.41, 0.30]
+    best, points = paired_points({0.0: a, 1e-3: b}, folds=3)
+    assert best == 0.0
+    p = next(q for q in points if q.lam == 1e-3)
+    test = scipy.stats.ttest_rel(b, a)
+    low, high = test.confidence_interval(0.95)
+    widen = math.sqrt((1 / 6 + 1 / 2) / (1 / 6))  # Nadeau-Bengio over plain 1/J
+    assert p.mean_diff == pytest.approx((low + high) / 2)
+    assert p.se_naive == pytest.approx(scipy.stats.sem([x - y for x, y in zip(b, a,
+                                                                              strict=True)]))
+    assert p.ci_high - p.mean_diff == pytest.approx((high - low) / 2 * widen)
+    assert p.se == pytest.approx(corrected_se(p.sd, 6, 3))
+
+
+def test_lambdas_missing_fits_are_left_out_of_the_paired_comparison():
+    best, points = paired_points({0.0: [0.5, 0.6], 1e-3: [0.7]}, folds=2)
+    assert best == 0.0 and [p.lam for p in points] == [0.0]
+
+
+def test_evidence_that_cannot_separate_says_so_and_names_a_design():
+    # diffs -.02 -.03 -.01: mean -.02, sd .01, corrected SE .01 sqrt(1/3 + 1/2) = .00913,
+    # t(2) x SE = .039 > .02. Five folds: t(4) .01 sqrt(1/5 + 1/4) = .0186 < .02.
+    scores = {0.0: [0.60, 0.40, 0.20], 1e-3: [0.58, 0.37, 0.19]}
+    best, points = paired_points(scores, folds=3)
+    verdict = assess(points, best, folds=3, repeats=1, groups=20, distinct=1)
+    assert not verdict["sufficient"]
+    assert "cannot separate the candidates" in verdict["sentence"]
+    rival = next(p for p in points if p.lam == 1e-3)
+    k, r = design_for(rival.mean_diff, rival.sd, max_folds=10)
+    assert (k, r) == (5, 1)
+    assert f"--folds {k} --repeats {r}" in verdict["recommendation"]
+    # the design resolves the difference, and no cheaper design does
+    t = scipy.stats.t.ppf(0.975, k * r - 1)
+    assert t * corrected_se(rival.sd, k * r, k) < abs(rival.mean_diff)
+    for k2 in range(2, 11):
+        for r2 in range(1, 11):
+            if k2 * r2 < k * r and k2 * r2 > 1:
+                t2 = scipy.stats.t.ppf(0.975, k2 * r2 - 1)
+                assert t2 * corrected_se(rival.sd, k2 * r2, k2) >= abs(rival.mean_diff)
+    # a spread three times the difference: the overlap term 1/(k-1) alone keeps it unresolved
+    noisy = {0.0: [0.60, 0.40, 0.20], 1e-3: [0.62, 0.36, 0.19]}  # diffs .02 -.04 -.01
+    best, points = paired_points(noisy, folds=3)
+    verdict = assess(points, best, folds=3, repeats=1, groups=20, distinct=3)
+    assert "No design up to 10 folds x 10 repeats would resolve" in verdict["recommendation"]
+    best, points = paired_points(HARD_FOLD, folds=3)
+    separated = assess(points, best, folds=3, repeats=1, groups=20, distinct=1)
+    assert separated["sufficient"] and separated["separated"] == [1e-2]
+    assert separated["recommendation"] is None
+
+
 # ------------------------------------------------------------------ folds
 
 
@@ -78,6 +170,28 @@ def test_group_kfold_keeps_groups_together_and_covers_every_image_once():
         val_groups = {keys[i] for i in val}
         assert val_groups.isdisjoint({keys[i] for i in train})  # no group straddles
     assert group_kfold(keys, 3, seed=4) == folds  # seeded
+
+
+def test_repeats_draw_different_fold_assignments_on_groups_of_distinct_sizes():
+    sizes = [3, 5, 8, 13, 21, 34, 4, 7]  # distinct: largest-first placement ignores the seed
+    keys = [f"g{g}" for g, n in enumerate(sizes) for _ in range(n)]
+    balanced = [group_kfold(keys, 3, seed=s) for s in range(5)]
+    assert all(b == balanced[0] for b in balanced)  # why repeats used to add nothing
+    plans, distinct = repeated_group_kfold(keys, 3, repeats=4, seed=0)
+    assert plans[0] == balanced[0]  # repeat 0 is the balanced assignment
+    partitions = {frozenset(frozenset(val) for _, val in plan) for plan in plans}
+    assert distinct == len(partitions) == 4
+    for plan in plans:  # each is still a group k-fold
+        assert sorted(i for _, val in plan for i in val) == list(range(len(keys)))
+        for _, val in plan:
+            assert {keys[i] for i in val}.isdisjoint({keys[i] for i in range(len(keys))
+                                                       if i not in set(val)})
+
+
+def test_repeats_say_when_the_groups_allow_only_one_assignment():
+    keys = ["a"] * 4 + ["b"] * 2 + ["c"] * 3  # 3 groups, 3 folds: one partition
+    plans, distinct = repeated_group_kfold(keys, 3, repeats=3, seed=0)
+    assert len(plans) == 3 and distinct == 1
 
 
 def test_group_kfold_errors_and_regex_errors():

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     s.add_argument("--pruner", default="median", choices=list(PRUNERS),
                    help="stop hopeless trials early [default: median]")
     s.add_argument("--select", default="1se", choices=list(SELECTIONS),
-                   help="use lambda.min or lambda.1se [default: 1se]")
+                   help="1se: paired lambda.1se (same folds, Nadeau-Bengio corrected SE); "
+                   "1se-unpaired: glmnet's rule; min: lambda.min [default: 1se]")
     s.add_argument("--refit", action="store_true",
                    help="retrain on the whole training split with the chosen lambda, score test")
     w = p.add_argument_group("study storage and workers")

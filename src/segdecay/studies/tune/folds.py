@@ -33,11 +33,15 @@ def group_keys(names: Sequence[str], groups: Sequence[str], group_by: str | None
     return keys
 
 
-def group_kfold(keys: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+def group_kfold(keys: Sequence[str], k: int, seed: int = 0,
+                balanced: bool = True) -> list[tuple[list[int], list[int]]]:
     """``k`` (train, val) index lists; every group in one fold, every image validated once.
 
-    Groups are shuffled with the seed, then placed largest first into the currently smallest
-    fold, which balances fold sizes when group sizes differ (CamVid's sequences do).
+    Groups are shuffled with the seed, then (``balanced``) placed largest first into the
+    currently smallest fold, which balances fold sizes when group sizes differ (CamVid's
+    sequences do). Largest-first placement ignores the shuffle when group sizes are
+    distinct, so every seed gives the same folds; ``balanced=False`` places the groups in
+    the shuffled order instead, which gives a new assignment per seed.
     """
     unique = sorted(set(keys))
     if k < 2:
@@ -50,7 +54,8 @@ def group_kfold(keys: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[i
     members: dict[str, list[int]] = {g: [] for g in unique}
     for i, key in enumerate(keys):
         members[key].append(i)
-    order.sort(key=lambda g: -len(members[g]))  # stable: ties keep the shuffled order
+    if balanced:
+        order.sort(key=lambda g: -len(members[g]))  # stable: ties keep the shuffled order
     folds: list[list[int]] = [[] for _ in range(k)]
     for g in order:
         smallest = min(range(k), key=lambda f: (len(folds[f]), f))
@@ -63,13 +68,40 @@ def group_kfold(keys: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[i
     return result
 
 
-def fold_splits(data: SegData, options) -> list[tuple[int, int, SegData]]:
-    """(repeat, fold, data) for every CV fit: train/val are parts of the training split."""
+REDRAWS = 50  # attempts to find a fold assignment no earlier repeat used
+
+
+def repeated_group_kfold(keys: Sequence[str], k: int, repeats: int, seed: int = 0
+                         ) -> tuple[list[list[tuple[list[int], list[int]]]], int]:
+    """Fold assignments for ``repeats`` repeats of group k-fold, and how many are distinct.
+
+    Repeat 0 is the size-balanced assignment of ``seed``; each later repeat places the groups
+    in a new random order, redrawn until it differs from every earlier repeat (as a
+    partition, whatever the fold order), so a repeat adds evidence rather than retraining
+    the same folds. When the groups allow fewer assignments (k groups: one), repeats reuse
+    them and the distinct count says so.
+    """
+    seen: set[frozenset] = set()
+    plans = []
+    for r in range(repeats):
+        for attempt in range(REDRAWS if r else 1):
+            folds = group_kfold(keys, k, seed=seed + r + 1000 * attempt, balanced=(r == 0))
+            partition = frozenset(frozenset(val) for _, val in folds)
+            if partition not in seen:
+                break
+        seen.add(partition)
+        plans.append(folds)
+    return plans, len(seen)
+
+
+def fold_plan(data: SegData, options) -> tuple[list[tuple[int, int, SegData]], dict]:
+    """The CV fits, and facts about them: groups, distinct fold assignments over repeats."""
     train = data.train
     keys = group_keys(train.names, train.groups, options.group_by)
+    plans, distinct = repeated_group_kfold(keys, options.folds, options.repeats, options.seed)
     fits = []
-    for r in range(options.repeats):
-        for f, (tr, va) in enumerate(group_kfold(keys, options.folds, seed=options.seed + r)):
+    for r, folds in enumerate(plans):
+        for f, (tr, va) in enumerate(folds):
             fits.append((r, f, SegData(info=data.info, train=train.subset(tr),
                                        val=train.subset(va), test=None)))
-    return fits
+    return fits, {"groups": len(set(keys)), "distinct_assignments": distinct}

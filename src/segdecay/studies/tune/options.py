@@ -9,7 +9,7 @@ from segdecay.errors import UserError
 
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
-SELECTIONS = ("min", "1se")
+SELECTIONS = ("1se", "1se-unpaired", "min")
 
 
 @dataclass
@@ -65,7 +65,7 @@ def validate(options: TuneOptions) -> None:
     if options.pruner not in PRUNERS:
         raise UserError(f"--pruner '{options.pruner}': choose one of {', '.join(PRUNERS)}")
     if options.select not in SELECTIONS:
-        raise UserError(f"--select '{options.select}': choose min or 1se")
+        raise UserError(f"--select '{options.select}': choose one of {', '.join(SELECTIONS)}")
     if options.search == "grid" and not options.grid:
         raise UserError("--search grid needs --grid L1,L2,... (e.g. 0,1e-5,1e-4,1e-3,1e-2)")
     if options.search != "grid" and options.range is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,26 @@ from segdecay.report.html import figure_to_img, html_table, lambda_axis, page
 
 def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _paired_figure(sel: dict[str, Any]) -> str:
+    """Each lambda's mean paired difference from lambda.min with its 95% interval."""
+    import matplotlib.pyplot as plt
+
+    pts = sel["paired"]
+    lams = [p["lam"] for p in pts]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.errorbar(lams, [p["mean_diff"] for p in pts],
+                yerr=[[p["mean_diff"] - p["ci_low"] for p in pts],
+                      [p["ci_high"] - p["mean_diff"] for p in pts]],
+                fmt="o", capsize=4, label="mean paired difference, 95% interval")
+    ax.plot(lams, [-p["se"] for p in pts], "_", color="tab:red", markersize=14,
+            label="-1 paired SE (the 1-SE band)")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    lambda_axis(ax, lams)
+    ax.set_ylabel("val mIoU minus lambda.min's, same folds")
+    ax.legend(fontsize=8)
+    return figure_to_img(fig)
 
 
 def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
@@ -34,11 +55,14 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
         ax.axvline(sel["lambda_min"], color="tab:green", ls="--",
                    label=f"lambda.min = {sel['lambda_min']:g}")
         ax.axvline(sel["lambda_1se"], color="tab:red", ls="--",
-                   label=f"lambda.1se = {sel['lambda_1se']:g}")
+                   label=f"lambda.1se (paired) = {sel['lambda_1se']:g}")
+        ax.axvline(sel["lambda_1se_unpaired"], color="tab:purple", ls=":",
+                   label=f"lambda.1se (unpaired) = {sel['lambda_1se_unpaired']:g}")
         lambda_axis(ax, lams)
         ax.set_ylabel("val mIoU")
         ax.legend()
         sections.append(("Cross-validated mIoU against lambda", figure_to_img(fig)))
+        sections.append(("Paired differences from lambda.min", _paired_figure(sel)))
     if done:
         done.sort(key=lambda t: t["weight_decay"])
         lams = [t["weight_decay"] for t in done]
@@ -77,15 +101,26 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
     """report.html of a tune: choices, figures, trial table, refit, dashboard hint."""
-    choice_rows = []
+    choice_rows, paired_table, words = [], "", ""
     if payload.get("selection"):
         s = payload["selection"]
         choice_rows = [["lambda.min", s["lambda_min"], s["best_mean"], s["best_se"]],
-                       ["lambda.1se", s["lambda_1se"], None, None]]
-    summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + (
+                       ["lambda.1se (paired)", s["lambda_1se"], None, None],
+                       ["lambda.1se (unpaired, glmnet)", s["lambda_1se_unpaired"], None, None]]
+        paired_table = html_table(
+            ["lambda", "mean paired diff", "95% low", "95% high", "corrected SE", "naive SE",
+             "fits", "within 1 SE"],
+            [[p["lam"], p["mean_diff"], p["ci_low"], p["ci_high"], p["se"], p["se_naive"],
+              p["n"], "yes" if p["lam"] in s["within_paired"] else ""] for p in s["paired"]])
+        ev = payload.get("evidence", {})
+        words = "".join(f"<p>{html.escape(ev[k])}</p>" for k in ("rules", "sentence",
+                                                                   "recommendation")
+                        if ev.get(k))
+        words += f"<p>{html.escape(s['paired_rule'])}.</p>"
+    summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + words + (
         f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "
         f"{payload['folds']}-fold CV x {payload['repeats']} repeat(s), pruner "
-        f"{payload['pruner']}. {payload['se_caveat']}.</p>")
+        f"{payload['pruner']}. {payload['se_caveat']}.</p>") + paired_table
     rows = [[t["number"], t["state"], t["weight_decay"], t["lr"], t["decay_mode"],
              t["cv_mean"], t["cv_se"], t["folds_done"], t["train_miou"], t["weight_norm"],
              t["epochs_run"]] for t in payload["trials"]]

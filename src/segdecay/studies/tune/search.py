@@ -18,7 +18,7 @@ import optuna
 
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
-from segdecay.studies.tune.folds import fold_splits
+from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import TuneOptions
 from segdecay.studies.tune.storage import open_storage
 from segdecay.studies.workers import dead_local_worker, worker_id
@@ -201,12 +201,18 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset_for(base)
-    fits = fold_splits(data, options)
+    fits, facts = fold_plan(data, options)
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
         sampler=_sampler(options), pruner=_pruner(options, base.epochs),
         direction="maximize", load_if_exists=True,
     )
+    for key, value in facts.items():  # the summary reads them back (same for every worker)
+        study.set_user_attr(key, value)
+    if progress and options.repeats > facts["distinct_assignments"]:
+        print(f"  note: the {facts['groups']} groups allow only "
+              f"{facts['distinct_assignments']} distinct {options.folds}-fold assignment(s); "
+              f"{options.repeats} repeats reuse them and add no new evidence", flush=True)
     retry_dead_local_trials(study)
     target = _n_trials(options)
     if _done_count(study) >= target and not any(

@@ -1,4 +1,7 @@
-"""Choosing lambda from cross-validation: lambda.min and lambda.1se (glmnet's rules).
+"""Choosing lambda from cross-validation: lambda.min, and lambda.1se by two rules.
+
+The unpaired rule is glmnet's (below, :func:`select_lambda`); the paired rule
+(:func:`select_paired`, the default) compares every lambda with the best on the same folds.
 
 lambda.1se is the largest lambda whose mean CV score is within one standard error of the
 best mean: the most regularized model the data cannot tell apart from the best. Fold scores
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,93 @@ def select_lambda(results: Mapping[float, Sequence[float]]) -> dict[str, float]:
         "best_se": best.se,
         "threshold": threshold,
     }
+
+
+# ------------------------------------------------------------------ paired selection
+
+CI_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class PairedPoint:
+    """One lambda's scores minus the best lambda's, fit by fit (same folds, same repeats).
+
+    ``se`` is the Nadeau-Bengio corrected standard error of the mean difference,
+    sqrt((1/J + n_val/n_train) · s²) over the J = repeats x folds differences (Nadeau &
+    Bengio 2003; Bouckaert & Frank 2004 for repeated k-fold), with n_val/n_train = 1/(k-1):
+    the training sets of the folds overlap, so the J differences are not independent and
+    the plain s/sqrt(J) (``se_naive``) is too small. The interval is t with J-1 degrees of
+    freedom on the corrected SE.
+    """
+
+    lam: float
+    mean_diff: float
+    sd: float  # sample sd of the J differences
+    se: float
+    se_naive: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def corrected_se(sd: float, n: int, folds: int) -> float:
+    """Nadeau-Bengio corrected SE of a mean of ``n`` fold differences with sample sd ``sd``."""
+    return math.sqrt((1.0 / n + 1.0 / (folds - 1)) * sd * sd)
+
+
+def paired_points(results: Mapping[float, Sequence[float]], folds: int
+                  ) -> tuple[float | None, list[PairedPoint]]:
+    """(best lambda, every lambda against it): best is the highest mean, the smaller lambda
+    on ties.
+
+    ``results[lam]`` lists the fit scores in one order shared by every lambda (repeat by
+    repeat, fold by fold); lambdas with fewer scores than the most complete are left out.
+    """
+    from scipy import stats
+
+    n = max((len(s) for s in results.values()), default=0)
+    full = {lam: list(s) for lam, s in results.items() if len(s) == n and n > 0}
+    if not full:
+        return None, []
+    best = max(full, key=lambda lam: (sum(full[lam]) / n, -lam))
+    points = []
+    for lam in sorted(full):
+        diffs = [a - b for a, b in zip(full[lam], full[best], strict=True)]
+        mean, se_naive = summarize(diffs)
+        sd = se_naive * math.sqrt(n)
+        se = corrected_se(sd, n, folds) if n > 1 else 0.0
+        half = stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1) * se if n > 1 and se > 0 else 0.0
+        points.append(PairedPoint(lam, mean, sd, se, se_naive, mean - half, mean + half, n))
+    return best, points
+
+
+def select_paired(results: Mapping[float, Sequence[float]], folds: int) -> dict[str, Any]:
+    """lambda.1se under the paired rule: the largest lambda whose mean paired difference
+    from the best is within one (corrected) paired SE; with the points it was chosen from."""
+    best, points = paired_points(results, folds)
+    if best is None:
+        raise ValueError("no lambda has a finished cross-validation score")
+    within = [p for p in points if p.mean_diff >= -p.se]
+    return {"lambda_min": best, "lambda_1se": max(p.lam for p in within),
+            "within": [p.lam for p in within], "points": points}
+
+
+def design_for(diff: float, sd: float, max_folds: int, max_repeats: int = 10
+               ) -> tuple[int, int] | None:
+    """The cheapest (folds, repeats) whose 95% corrected interval would exclude 0 for a mean
+    paired difference ``diff`` of spread ``sd`` (fewest fits, then fewest repeats), or None
+    when no design up to ``max_folds`` x ``max_repeats`` would."""
+    from scipy import stats
+
+    options = []
+    for k in range(2, max_folds + 1):
+        for r in range(1, max_repeats + 1):
+            j = k * r
+            if j < 2:
+                continue
+            if stats.t.ppf(0.5 + CI_LEVEL / 2, j - 1) * corrected_se(sd, j, k) < abs(diff):
+                options.append((j, r, k))
+    if not options:
+        return None
+    _, r, k = min(options)
+    return k, r

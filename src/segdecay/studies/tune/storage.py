@@ -81,9 +81,13 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int | None
                 **{callback_kw: retry},
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
-        except sqlalchemy.exc.IntegrityError:
-            # two workers creating Optuna's tables at once (PostgreSQL's pg_type race):
-            # the other one won; wait and open the tables it made
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # two workers creating Optuna's tables at once (PostgreSQL's pg_type race, or
+            # "relation already exists"): the other one won; wait and open its tables
+            if isinstance(exc, sqlalchemy.exc.ProgrammingError) and \
+                    "already exists" not in str(exc):
+                raise UserError(f"--storage {redact(url)}: cannot open study storage "
+                                f"({redact(str(exc)).splitlines()[0]})") from None
             time.sleep(0.5 * (attempt + 1) + random.random())
         except Exception as exc:  # driver errors: say what failed, never the password
             raise UserError(f"--storage {redact(url)}: cannot open study storage "

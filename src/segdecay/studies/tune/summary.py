@@ -16,8 +16,15 @@ from segdecay.config import TrainConfig
 from segdecay.fileio import atomic_write_text, write_json
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
+from segdecay.studies.tune.evidence import assess, rules_sentence
 from segdecay.studies.tune.report import write_tune_report
-from segdecay.studies.tune.selection import cv_points, select_lambda, summarize
+from segdecay.studies.tune.selection import (
+    PairedPoint,
+    cv_points,
+    select_lambda,
+    select_paired,
+    summarize,
+)
 from segdecay.studies.tune.storage import open_storage, redact
 from segdecay.training import Log, train
 
@@ -65,8 +72,9 @@ def _write_trials_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def choose(rows: list[dict], n_fits: int) -> dict[str, Any]:
-    """lambda.min / lambda.1se among complete trials of the best (lr, decay mode) setting."""
+def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
+    """lambda.min, the paired and the unpaired lambda.1se, among complete trials of the best
+    (lr, decay mode) setting; with the paired differences behind them."""
     complete = [r for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None
                 and r["folds_done"] == n_fits]
     if not complete:
@@ -76,10 +84,35 @@ def choose(rows: list[dict], n_fits: int) -> dict[str, Any]:
         by_setting[(r["lr"], r["decay_mode"])][r["weight_decay"]] = r["fold_scores"]
     best_setting = max(by_setting, key=lambda k: max(
         p.mean for p in cv_points(by_setting[k])))
-    picked = select_lambda(by_setting[best_setting])
-    picked.update({"lr": best_setting[0], "decay_mode": best_setting[1],
-                   "curve": [asdict(p) for p in cv_points(by_setting[best_setting])]})
-    return picked
+    results = by_setting[best_setting]
+    unpaired = select_lambda(results)
+    paired = select_paired(results, folds)
+    return {
+        "lambda_min": paired["lambda_min"], "lambda_1se": paired["lambda_1se"],
+        "lambda_1se_unpaired": unpaired["lambda_1se"],
+        "best_mean": unpaired["best_mean"], "best_se": unpaired["best_se"],
+        "threshold": unpaired["threshold"], "paired_rule": PAIRED_RULE,
+        "within_paired": paired["within"],
+        "paired": [asdict(p) for p in paired["points"]],
+        "lr": best_setting[0], "decay_mode": best_setting[1],
+        "curve": [asdict(p) for p in cv_points(results)],
+    }
+
+
+PAIRED_RULE = ("lambda.1se (paired): the largest lambda whose mean paired difference from "
+               "lambda.min, fit by fit on the same folds, is within one Nadeau-Bengio "
+               "corrected SE, sqrt((1/J + 1/(k-1)) s^2) over J = folds x repeats differences")
+SELECT_KEYS = {"1se": "lambda_1se", "1se-unpaired": "lambda_1se_unpaired", "min": "lambda_min"}
+
+
+def _judge(choice: dict[str, Any], options, facts: dict[str, Any]) -> dict[str, Any]:
+    """The evidence assessment and the rules' disagreement, in words."""
+    points = [PairedPoint(**p) for p in choice["paired"]]
+    evidence = assess(points, choice["lambda_min"], options.folds, options.repeats,
+                      facts.get("groups"), facts.get("distinct_assignments"))
+    evidence["rules"] = rules_sentence(choice["lambda_1se"], choice["lambda_1se_unpaired"],
+                                       points, choice["best_se"])
+    return evidence
 
 
 def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say) -> dict[str, Any]:
@@ -105,7 +138,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     study = optuna.load_study(study_name=options.study, storage=open_storage(url))
     rows = trial_rows(study, base)
     n_fits = options.folds * options.repeats
-    choice = choose(rows, n_fits)
+    choice = choose(rows, n_fits, options.folds)
     full = base.epochs * n_fits
     counted = [r for r in rows if r["duplicate_of"] is None]
     used = sum(r["epochs_run"] for r in counted)
@@ -117,22 +150,31 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "folds": options.folds,
         "repeats": options.repeats,
         "group_by": options.group_by,
+        "groups": study.user_attrs.get("groups"),
+        "distinct_fold_assignments": study.user_attrs.get("distinct_assignments"),
         "epochs_per_fit": base.epochs,
         "base_config": redact_config(base),
         "trials": counted,
         "compute": {"epochs_run": used, "epochs_full_grid": full * len(counted),
                     "fraction": used / (full * len(counted)) if counted else None},
         "wall_seconds": seconds,
-        "se_caveat": "fold standard errors underestimate the variance of CV estimates "
-                     "(Bengio & Grandvalet 2004); use --repeats for steadier choices",
+        "se_caveat": "unpaired fold standard errors underestimate the variance of CV "
+                     "estimates (Bengio & Grandvalet 2004); the paired rule corrects its SE "
+                     "for the overlap of the training folds (Nadeau & Bengio 2003)",
     }
     if choice:
-        chosen = choice["lambda_1se"] if options.select == "1se" else choice["lambda_min"]
+        chosen = choice[SELECT_KEYS[options.select]]
         payload.update({"lambda_min": choice["lambda_min"], "lambda_1se": choice["lambda_1se"],
-                        "select": options.select, "chosen": chosen, "selection": choice})
+                        "lambda_1se_unpaired": choice["lambda_1se_unpaired"],
+                        "select": options.select, "chosen": chosen, "selection": choice,
+                        "evidence": _judge(choice, options, study.user_attrs)})
         say(f"lambda.min = {choice['lambda_min']:g} (CV mIoU {choice['best_mean']:.4f} "
-            f"± {choice['best_se']:.4f}), lambda.1se = {choice['lambda_1se']:g}; "
-            f"chosen ({options.select}): {chosen:g}")
+            f"± {choice['best_se']:.4f}), lambda.1se = {choice['lambda_1se']:g} (paired), "
+            f"{choice['lambda_1se_unpaired']:g} (unpaired); chosen ({options.select}): "
+            f"{chosen:g}")
+        for key in ("rules", "sentence", "recommendation"):
+            if payload["evidence"].get(key):
+                say(payload["evidence"][key])
         if options.refit:
             payload["refit"] = _refit(base, choice, chosen, run_dir, say)
             say(f"refit {payload['refit']['split']} mIoU {payload['refit']['miou']:.4f}")

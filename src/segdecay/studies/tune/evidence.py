@@ -1,0 +1,79 @@
+"""What the paired evidence of a tune can claim, in words, and how to get more of it.
+
+A tune's choice is only as good as the fold scores behind it. When no lambda's 95% paired
+interval against lambda.min lies below zero, the folds cannot tell the candidates apart; the
+report then says so and names the cheapest design (folds, repeats) that would resolve the
+largest difference seen, assuming the fold-to-fold spread stays what it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segdecay.studies.tune.selection import PairedPoint, design_for
+
+MAX_FOLDS = 10
+MAX_REPEATS = 10
+
+
+def assess(points: list[PairedPoint], best: float, folds: int, repeats: int,
+           groups: int | None, distinct: int | None) -> dict[str, Any]:
+    """``{"sufficient", "separated", "sentence", "recommendation"}`` for one tune."""
+    rivals = [p for p in points if p.lam != best]
+    if not rivals:
+        return {"sufficient": False, "separated": [], "sentence": "Only one lambda finished "
+                "every fold: there is nothing to compare it with.", "recommendation": None}
+    separated = [p.lam for p in rivals if p.ci_high < 0]
+    if separated:
+        return {"sufficient": True, "separated": separated,
+                "sentence": f"The paired evidence separates {len(separated)} of {len(rivals)} "
+                f"lambdas from lambda.min = {best:g}: their 95% intervals of the difference lie "
+                "below 0.", "recommendation": None}
+    widest = min(rivals, key=lambda p: p.mean_diff)
+    sentence = (f"The paired evidence cannot separate the candidates: every lambda's 95% "
+                f"interval of its difference from lambda.min = {best:g} contains 0 (the "
+                f"largest mean difference is {widest.mean_diff:+.4f} at lambda "
+                f"{widest.lam:g}, corrected SE {widest.se:.4f} over {widest.n} fits).")
+    return {"sufficient": False, "separated": [], "sentence": sentence,
+            "recommendation": recommend(widest, folds, repeats, groups, distinct)}
+
+
+def recommend(rival: PairedPoint, folds: int, repeats: int, groups: int | None,
+              distinct: int | None) -> str:
+    """The cheapest design that would resolve ``rival``'s difference, in one sentence."""
+    max_folds = min(MAX_FOLDS, groups) if groups else MAX_FOLDS
+    repeats_help = distinct is None or distinct >= repeats  # groups allow new assignments
+    design = design_for(rival.mean_diff, rival.sd, max_folds,
+                        MAX_REPEATS if repeats_help else 1)
+    now = folds * repeats
+    if rival.sd == 0 or design is None:
+        limit = f"{max_folds} folds" + (f" x {MAX_REPEATS} repeats" if repeats_help else "")
+        return (f"No design up to {limit} would resolve a difference of "
+                f"{abs(rival.mean_diff):.4f} at this fold-to-fold spread (sd "
+                f"{rival.sd:.4f}): on this data these lambdas perform alike, and lambda.1se "
+                "is the cautious choice.")
+    k, r = design
+    note = "" if repeats_help else (" (more repeats would not help: the groups allow no "
+                                    "other fold assignment)")
+    return (f"To resolve a difference of {abs(rival.mean_diff):.4f} at this spread (sd "
+            f"{rival.sd:.4f}) would take about --folds {k} --repeats {r}, {k * r} fits per "
+            f"lambda against {now} now{note}.")
+
+
+def rules_sentence(paired: float, unpaired: float, points: list[PairedPoint],
+                   unpaired_se: float) -> str | None:
+    """One sentence when the paired and the unpaired (glmnet) 1-SE rules disagree."""
+    if paired == unpaired:
+        return None
+    head = (f"The paired rule chooses lambda = {paired:g} and the unpaired glmnet rule "
+            f"{unpaired:g}: ")
+    if unpaired > paired:
+        at = next(p for p in points if p.lam == unpaired)
+        return head + (f"at {unpaired:g} the mean paired difference {at.mean_diff:+.4f} lies "
+                       f"outside its paired SE {at.se:.4f}; the unpaired SE of the best mean "
+                       f"({unpaired_se:.4f}) also counts the fold-to-fold differences that "
+                       "every lambda shares.")
+    at = next(p for p in points if p.lam == paired)
+    return head + (f"at {paired:g} the mean paired difference {at.mean_diff:+.4f} is within "
+                   f"its paired SE {at.se:.4f}, though its mean lies more than one unpaired SE "
+                   f"({unpaired_se:.4f}) below the best.")
