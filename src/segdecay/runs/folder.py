@@ -1,0 +1,95 @@
+"""The run-folder contract: what a finished or interrupted run leaves, and how to load it.
+
+A run folder holds ``config.yaml`` (the resolved TrainConfig), ``decay.json``,
+``metrics.csv`` (one row per epoch), ``summary.json`` (once finished, with ``status``),
+``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``. Fold fits
+of a tune keep no checkpoints. Everything that reads runs (evaluate, predict, compare,
+spectrum, tune's refit) goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segdecay.config import from_dict
+from segdecay.errors import UserError
+from segdecay.models import build_model
+from segdecay.training.hardware import resolve_device
+from segdecay.training.state import load_checkpoint
+
+
+def load_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(config, dataset metadata, model in eval mode, device) of a run folder."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"run folder {run}: does not exist")
+    ckpt_path = run / f"{checkpoint}.pt"
+    if not ckpt_path.is_file() and checkpoint == "best":
+        ckpt_path = run / "last.pt"
+    dev = resolve_device(device)
+    state = load_checkpoint(ckpt_path)
+    config = from_dict(state["config"], f"checkpoint {ckpt_path}")
+    meta = state["dataset"]
+    model = build_model(config.arch, config.encoder, meta["num_classes"],
+                        dropout=config.dropout)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return config, meta, model, dev
+
+
+def is_finished(folder: Path) -> bool:
+    """A run that wrote its summary (completed or diverged)."""
+    return (folder / "summary.json").is_file()
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """summary.json of a finished run."""
+    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+
+
+def is_run_folder(path: Path) -> bool:
+    """A trained run: config.yaml plus a checkpoint (CV fold fits keep none and are skipped)."""
+    return (path / "config.yaml").is_file() and (
+        (path / "last.pt").is_file() or (path / "best.pt").is_file())
+
+
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Run folders named by ``paths`` (runs, or folders holding runs at any depth).
+
+    Returns (runs, skipped): folders with a config.yaml but no checkpoint, such as the fold
+    fits of a tune, are listed as skipped. A path that is neither a run nor holds one is a
+    UserError naming it.
+    """
+    runs: list[Path] = []
+    skipped: list[dict[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise UserError(f"run folder {path}: does not exist or is not a folder")
+        found = [path] if is_run_folder(path) else _runs_below(path, skipped)
+        for run in found:
+            if all(run.resolve() != r.resolve() for r in runs):
+                runs.append(run)
+    return runs, skipped
+
+
+def _runs_below(path: Path, skipped: list[dict[str, str]]) -> list[Path]:
+    found = []
+    for cfg in sorted(path.rglob("config.yaml")):
+        folder = cfg.parent
+        if is_run_folder(folder):
+            found.append(folder)
+        else:
+            skipped.append({"path": str(folder),
+                            "reason": "no checkpoint (e.g. a cross-validation fold)"})
+    if not found:
+        raise UserError(f"run folder {path}: holds no run (a folder with config.yaml "
+                        "and last.pt or best.pt), neither itself nor below it")
+    return found
