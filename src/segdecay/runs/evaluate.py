@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.data import load_dataset_for
-from segdecay.runs.folder import load_run
-from segdecay.training.evaluate import evaluate_split
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
+from segdecay.runs.folder import load_run
+from segdecay.training.evaluate import evaluate_split
 
 
 def evaluate_run(

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segdecay.data.imageio import read_image
 from segdecay.config import parse_size
-from segdecay.runs.folder import load_run
+from segdecay.data.imageio import read_image
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_open
 from segdecay.inference import predict_logits
 from segdecay.models import output_stride
+from segdecay.runs.folder import load_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
