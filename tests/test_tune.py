@@ -361,3 +361,116 @@ def test_local_workers_on_a_journal_file_and_a_killed_worker_is_retried(tmp_path
     failed = [t for t in json.loads((out / "tune.json").read_text())["trials"]
               if t["state"] == "FAIL"]
     assert [t["failure"] for t in failed] == ["worker process died"]
+
+
+# ------------------------------------------------------------------ race pruner
+
+
+def _study_with(trials: list[tuple[list[float], bool]]) -> optuna.Study:
+    """An in-memory study whose trials reported these fit scores (complete if flagged)."""
+    study = optuna.create_study(direction="maximize")
+    for scores, complete in trials:
+        t = study.ask()
+        for i, v in enumerate(scores):
+            t.report(v, i)
+        if complete:
+            study.tell(t, sum(scores) / len(scores))
+    return study
+
+
+def test_race_drops_only_outside_the_paired_band_on_hand_made_scores():
+    from segdecay.studies.tune.race import RacePruner
+
+    # complete A (best, mean .4) and B: diffs B - A = (-.02, -.01, -.01), sd = sqrt(1/30000)
+    # = .0057735; band = -sd sqrt(1/3 + 1/2) = -.0052705
+    a, b = [0.60, 0.40, 0.20], [0.58, 0.39, 0.19]
+    sd = math.sqrt(1 / 30000)
+    band = -sd * math.sqrt(1 / 3 + 1 / 2)
+    race = RacePruner(folds=3, fits=3)
+    study = _study_with([(a, True), (b, True), ([0.50], False), ([0.598], False), ([], False)])
+    trials = study.get_trials(deepcopy=False)
+    worse = race.decide(study, trials[2])  # diff -.1, bound -.1 + 1.645 sd = -.0905
+    assert worse.drop and worse.incumbent == trials[0].number
+    assert worse.mean_diff == pytest.approx(-0.1)
+    assert worse.bound == pytest.approx(-0.1 + 1.645 * sd)
+    assert worse.band == pytest.approx(band)
+    close = race.decide(study, trials[3])  # diff -.002, bound +.0075: kept
+    assert not close.drop and close.bound == pytest.approx(-0.002 + 1.645 * sd)
+    fresh = race.decide(study, trials[4])
+    assert not fresh.drop and fresh.fits_done == 0
+
+
+def test_race_keeps_everything_until_two_trials_are_complete_and_after_the_last_fit():
+    from segdecay.studies.tune.race import RacePruner
+
+    race = RacePruner(folds=3, fits=3)
+    study = _study_with([([0.6, 0.4, 0.2], True), ([0.1], False)])
+    early = race.decide(study, study.get_trials(deepcopy=False)[1])
+    assert not early.drop and "fewer than two complete trials" in early.reason
+    study = _study_with([([0.6, 0.4, 0.2], True), ([0.58, 0.39, 0.19], True),
+                         ([0.1, 0.1, 0.1], False)])
+    last = race.decide(study, study.get_trials(deepcopy=False)[2])
+    assert not last.drop and last.fits_done == 3
+
+
+FOLD_LEVEL = [0.6, 0.4, 0.2]  # fold 1 easy, fold 3 hard, for every lambda
+LAMBDA_LOSS = {0.0: 0.004, 1e-3: 0.0, 1e-2: 0.002, 1.0: 0.15, 3.0: 0.3}
+
+
+def _scripted_train(config, out, *, data, log, on_epoch, checkpoints):
+    """Stands in for training in the tune's objective: fold f of lambda scores its fold
+    level minus its lambda's loss, with a small fixed jitter, after every epoch."""
+    f = int(Path(out).name.split("f")[-1])
+    jitter = 0.003 * ((f * 7 + round(1e4 * config.weight_decay)) % 3 - 1)
+    score = FOLD_LEVEL[f] - LAMBDA_LOSS[config.weight_decay] + jitter
+    for epoch in range(1, config.epochs + 1):
+        on_epoch({"epoch": epoch, "val_miou": score})
+    return {"status": "completed", "final_val_miou": score, "final_train_miou": score + 0.1,
+            "weight_norm": 1.0}
+
+
+def test_race_in_a_tune_records_every_decision_and_drops_only_at_whole_fold_scores(
+        tmp_path, monkeypatch):
+    """Every decision the pruner makes during a tune is recorded: none before a trial has a
+    whole-fold score, none after its last fit; the clearly worse lambdas are dropped, whole
+    fits only, and the choice is the one the full grid makes."""
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+    from segdecay.studies.tune.race import RacePruner
+
+    decisions = []
+    real = RacePruner.decide
+
+    def recording(self, study, trial):
+        decision = real(self, study, trial)
+        decisions.append(decision)
+        return decision
+
+    monkeypatch.setattr(RacePruner, "decide", recording)
+    monkeypatch.setattr(search, "train", _scripted_train)
+    base = TrainConfig(data=TINY, epochs=4, batch_size=4)
+    grid = sorted(LAMBDA_LOSS)
+    race = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="race"),
+                    tmp_path / "race", quiet=True)
+    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none"),
+                    tmp_path / "full", quiet=True)
+    assert decisions and all(1 <= d.fits_done < 3 for d in decisions)
+    pruned = [t for t in race["trials"] if t["pruned"]]
+    assert {t["weight_decay"] for t in pruned} <= {1.0, 3.0} and pruned, race["trials"]
+    for t in race["trials"]:
+        assert t["epochs_run"] == base.epochs * max(1, t["folds_done"])  # whole fits only
+    for t in pruned:
+        assert [d.drop for d in decisions if d.trial == t["number"]][-1]
+    assert race["chosen"] == full["chosen"]
+    assert race["compute"]["epochs_run"] < full["compute"]["epochs_run"]
+
+
+def test_wilcoxon_pruner_refuses_fold_counts_where_it_cannot_prune():
+    from segdecay.studies.tune import TuneOptions
+    from segdecay.studies.tune.options import validate
+
+    with pytest.raises(UserError, match=r"--pruner wilcoxon with 3 folds x 1 repeat.*at least "
+                                         r"5 fits"):
+        validate(TuneOptions(grid=[0.0, 1e-3], folds=3, pruner="wilcoxon"))
+    validate(TuneOptions(grid=[0.0, 1e-3], folds=5, pruner="wilcoxon"))

@@ -31,8 +31,9 @@ def add_parser(sub) -> None:
                    help="images whose names give the same match (group 1 if any) share a fold "
                    "[default: the dataset's groups: CamVid sequences]")
     s.add_argument("--repeats", type=int, default=1, help="repeated CV with new fold seeds")
-    s.add_argument("--pruner", default="median", choices=list(PRUNERS),
-                   help="stop hopeless trials early [default: median]")
+    s.add_argument("--pruner", default="race", choices=list(PRUNERS),
+                   help="stop hopeless trials early; race: paired comparisons of whole-fold "
+                   "scores [default: race]")
     s.add_argument("--select", default="1se", choices=list(SELECTIONS),
                    help="1se: paired lambda.1se (same folds, Nadeau-Bengio corrected SE); "
                    "1se-unpaired: glmnet's rule; min: lambda.min [default: 1se]")

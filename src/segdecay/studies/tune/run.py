@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.config import TrainConfig
-from segdecay.studies.tune.options import TuneOptions, validate
+from segdecay.studies.tune.options import MID_SCHEDULE_BIAS, TuneOptions, validate
 from segdecay.studies.tune.search import run_worker, worker_entry
 from segdecay.studies.tune.storage import redact, resolve_storage_url
 from segdecay.studies.tune.summary import summarize_study
@@ -30,6 +30,8 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
     say(f"study '{options.study}' in {redact(url)}: {options.search} search, "
         f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}, "
         f"{options.workers} worker(s)")
+    if options.pruner in ("median", "hyperband"):
+        say(MID_SCHEDULE_BIAS.format(pruner=options.pruner))
     started = time.perf_counter()
     if options.workers == 1:
         run_worker(base, options, run_dir, url, quiet=True, progress=not quiet)

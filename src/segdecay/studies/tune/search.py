@@ -5,7 +5,8 @@ A trial is one point of the search space (lambda, optionally lr and decay mode).
 one model per fold of the training split and scores the final epoch's val mIoU on the held
 out fold; the trial's value is the mean over folds. Intermediate values feed the pruner:
 per epoch for median/Hyperband (step = fold x epochs + epoch, the same for every trial, so
-comparisons are paired), per fold for Wilcoxon (step = fold, Optuna's paired test).
+comparisons are paired), per fit for race and Wilcoxon (step = fit: final-epoch scores of
+whole folds, compared fit by fit).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import optuna
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.studies.tune.folds import fold_plan
-from segdecay.studies.tune.options import TuneOptions
+from segdecay.studies.tune.options import WILCOXON_P, TuneOptions
+from segdecay.studies.tune.race import RacePruner
 from segdecay.studies.tune.storage import open_storage
 from segdecay.studies.workers import dead_local_worker, worker_id
 from segdecay.training import Log, train
@@ -40,7 +42,7 @@ def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
 
 def reports_per_fold(options: TuneOptions) -> bool:
     """Whether the pruner sees one score per fold (paired tests) instead of one per epoch."""
-    return options.pruner == "wilcoxon"
+    return options.pruner in ("race", "wilcoxon")
 
 
 def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
@@ -55,7 +57,9 @@ def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
                                               max_resource=epochs * options.folds
                                               * options.repeats)
     if options.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+        return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P, n_startup_steps=2)
+    if options.pruner == "race":
+        return RacePruner(options.folds, options.folds * options.repeats)
     return optuna.pruners.NopPruner()
 
 
@@ -148,7 +152,8 @@ class Objective:
             trial.set_user_attr("weight_norms", norms)
             if per_fold:
                 trial.report(scores[-1], i)
-                if trial.should_prune():
+                # never after the last fit: a finished trial stays in the curve
+                if i + 1 < len(self.fits) and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {i + 1} ({self.options.pruner})")
         return sum(scores) / len(scores)
 
