@@ -279,3 +279,44 @@ def test_bad_optimizer_options_name_the_option(kwargs, option):
     args = {"name": "sgd", "lr": 0.1, "weight_decay": 0.1} | kwargs
     with pytest.raises(UserError, match=option):
         build_optimizer(_model(), **args)
+
+
+# ------------------------------------------------------------------ lambda <-> tau
+
+
+@pytest.mark.parametrize("optimizer, mode, lr, expected", [
+    # tau 10 epochs x 8 steps: lambda = 1 / (80 · lr_eff)
+    ("sgd", "coupled", 0.05, 1 / (80 * 0.05 / (1 - 0.9))),  # lr_eff = 0.5: 0.025
+    ("sgd", "penalty", 0.05, 0.025),  # the penalty's gradient goes through momentum too
+    ("sgd", "decoupled", 0.05, 1 / (80 * 0.05)),  # SGDW shrinks by lr·lambda: 0.25
+    ("adamw", "decoupled", 1e-3, 1 / (80 * 1e-3)),  # 12.5
+    ("adam", "coupled", 1e-3, 12.5),  # nominal: Adam divides the decay adaptively
+])
+def test_lambda_for_tau_by_hand(optimizer, mode, lr, expected):
+    from segdecay.decay import lambda_for_tau, tau_for_lambda
+
+    lam = lambda_for_tau(10.0, 8, optimizer, mode, lr, momentum=0.9)
+    assert lam == pytest.approx(expected)
+    assert tau_for_lambda(lam, 8, optimizer, mode, lr, momentum=0.9) == pytest.approx(10.0)
+    assert lambda_for_tau(math.inf, 8, optimizer, mode, lr, 0.9) == 0.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_tau_steps_of_pure_decay_shrink_weights_by_e_in_torch_optim(name):
+    """Independent check: with no data gradient, torch.optim's SGD (momentum 0.9, coupled)
+    and AdamW shrink w by about 1/e after tau steps, where tau = 1/(lr_eff · lambda)."""
+    from segdecay.decay import lambda_for_tau
+
+    steps_per_epoch, tau_epochs = 50, 4  # tau = 200 steps
+    lr = 0.01 if name == "sgd" else 1e-3
+    mode = "coupled" if name == "sgd" else "decoupled"
+    lam = lambda_for_tau(tau_epochs, steps_per_epoch, name, mode, lr, momentum=0.9)
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = (torch.optim.SGD([w], lr=lr, momentum=0.9, weight_decay=lam) if name == "sgd"
+           else torch.optim.AdamW([w], lr=lr, weight_decay=lam))
+    for _ in range(tau_epochs * steps_per_epoch):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    # momentum needs ~1/(1-beta) = 10 steps to reach its rate: a small lag (0.3674 against
+    # 1/e = 0.3679), where a tau without the momentum factor would be 10x off
+    assert float(w[0].detach()) == pytest.approx(math.exp(-1), rel=0.01)

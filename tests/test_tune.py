@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -474,3 +475,30 @@ def test_wilcoxon_pruner_refuses_fold_counts_where_it_cannot_prune():
                                          r"5 fits"):
         validate(TuneOptions(grid=[0.0, 1e-3], folds=3, pruner="wilcoxon"))
     validate(TuneOptions(grid=[0.0, 1e-3], folds=5, pruner="wilcoxon"))
+
+
+def test_tau_grid_means_one_decay_strength_for_sgd_and_adamw(tmp_path, monkeypatch):
+    """--tau-grid 5: each optimizer trains with its own lambda for tau = 5 epochs of the fits.
+    TINY's 12 training images in 3 folds leave 8 per fit: batch 4, 2 steps per epoch."""
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    seen = {}
+
+    def recording_train(config, out, **kwargs):
+        seen[(config.optimizer, out.name)] = config.weight_decay
+        return _scripted_train(replace(config, weight_decay=0.0), out, **kwargs)
+
+    monkeypatch.setattr(search, "train", recording_train)
+    for optimizer, lr, lam in (("sgd", 0.05, 1 / (5 * 2 * 0.05 / (1 - 0.9))),  # 0.2
+                               ("adamw", 1e-3, 1 / (5 * 2 * 1e-3))):  # 100
+        base = TrainConfig(data=TINY, epochs=2, batch_size=4, optimizer=optimizer, lr=lr)
+        payload = run_tune(base, TuneOptions(tau_grid=[5.0], folds=3, pruner="none"),
+                           tmp_path / optimizer, quiet=True)
+        assert payload["steps_per_epoch_of_fits"] == 2
+        used = [v for (o, _), v in seen.items() if o == optimizer]
+        assert len(used) == 3 and used == pytest.approx([lam] * 3)
+        (trial,) = payload["trials"]
+        assert trial["weight_decay"] == pytest.approx(lam) and trial["tau_epochs"] == 5.0
+        assert payload["chosen"] == pytest.approx(lam)

@@ -20,6 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     s = p.add_argument_group("search")
     s.add_argument("--grid", metavar="L1,L2,...", help="lambda grid, 0 allowed")
+    s.add_argument("--tau-grid", metavar="T1,T2,...",
+                   help="grid of decay timescales tau in epochs of the CV fits, converted per "
+                   "optimizer to lambda = 1/(tau x steps per epoch x effective lr), so one "
+                   "grid means one strength for SGD, SGDW, Adam+L2 and AdamW")
     s.add_argument("--range", metavar="LOW:HIGH", help="log-uniform lambda range (random/tpe)")
     s.add_argument("--search", choices=list(SEARCHES),
                    help="grid | random | tpe [default: grid with --grid, else tpe]")
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(
         grid=parse_grid(args.grid) if args.grid else None,
         range=parse_range(args.range) if args.range else None,
-        search=args.search or ("grid" if args.grid else "tpe"),
+        tau_grid=parse_grid(args.tau_grid, "--tau-grid") if args.tau_grid else None,
+        search=args.search or ("grid" if args.grid or args.tau_grid else "tpe"),
         trials=args.trials,
         lr_grid=parse_grid(args.lr_grid, "--lr-grid") if args.lr_grid else None,
         modes=[m.strip() for m in args.decay_modes.split(",")] if args.decay_modes else None,

@@ -11,6 +11,7 @@ from segdecay.decay.optimizers import SGDW, algorithm_name, build_optimizer, def
 from segdecay.decay.penalty import regularization_term, weight_norm
 from segdecay.decay.report import decay_report
 from segdecay.decay.schedules import build_scheduler, lr_factor
+from segdecay.decay.timescale import effective_lr, lambda_for_tau, tau_for_lambda
 
 __all__ = [
     "SGDW",
@@ -21,8 +22,11 @@ __all__ = [
     "decay_report",
     "default_decay_mode",
     "describe_split",
+    "effective_lr",
+    "lambda_for_tau",
     "lr_factor",
     "param_groups",
     "regularization_term",
+    "tau_for_lambda",
     "weight_norm",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from segdecay.decay.optimizers import algorithm_name
 from segdecay.decay.schedules import lr_factor
+from segdecay.decay.timescale import effective_lr
 
 
 def decay_report(
@@ -37,8 +38,8 @@ def decay_report(
         mode = g.get("decay_mode", "coupled")
         base_lr = float(g.get("initial_lr", g["lr"]))
         sgd_like = optimizer_name.startswith("sgd")
-        through_momentum = sgd_like and mode in ("penalty", "coupled") and momentum > 0
-        eff_lr = base_lr / (1.0 - momentum) if through_momentum else base_lr
+        eff_lr = effective_lr(optimizer_name, mode, base_lr, momentum)
+        through_momentum = eff_lr != base_lr
         rate = eff_lr * lam
         tau_steps = 1.0 / rate if rate > 0 else None
         note = ""

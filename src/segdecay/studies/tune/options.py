@@ -23,6 +23,7 @@ class TuneOptions:
     """What to search, how to score it, where the study lives."""
 
     grid: list[float] | None = None
+    tau_grid: list[float] | None = None  # decay timescales in epochs, instead of a lambda grid
     range: tuple[float, float] | None = None
     search: str = "grid"
     trials: int | None = None
@@ -72,7 +73,14 @@ def validate(options: TuneOptions) -> None:
         raise UserError(f"--pruner '{options.pruner}': choose one of {', '.join(PRUNERS)}")
     if options.select not in SELECTIONS:
         raise UserError(f"--select '{options.select}': choose one of {', '.join(SELECTIONS)}")
-    if options.search == "grid" and not options.grid:
+    if options.tau_grid is not None:
+        if options.grid or options.search != "grid":
+            raise UserError("--tau-grid is a grid search of its own: give it without --grid, "
+                            "--range or --search random/tpe")
+        if min(options.tau_grid) <= 0:
+            raise UserError("--tau-grid: timescales must be > 0 epochs (use --grid 0,... for "
+                            "no decay)")
+    elif options.search == "grid" and not options.grid:
         raise UserError("--search grid needs --grid L1,L2,... (e.g. 0,1e-5,1e-4,1e-3,1e-2)")
     if options.search != "grid" and options.range is None:
         raise UserError(f"--search {options.search} needs --range LOW:HIGH")

@@ -15,6 +15,17 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _tau_axis(ax, payload: dict[str, Any]) -> None:
+    """The decay timescale tau (epochs of the CV fits) of each lambda, on the top axis."""
+    taus = {t["weight_decay"]: t.get("tau_epochs") for t in payload["trials"]}
+    ticks = [lam for lam, tau in sorted(taus.items()) if _finite(tau)]
+    if not ticks:
+        return
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(ticks, [f"{taus[lam]:.3g}" for lam in ticks], fontsize=7)
+    top.set_xlabel("tau (epochs)", fontsize=8)
+
+
 def _paired_figure(sel: dict[str, Any]) -> str:
     """Each lambda's mean paired difference from lambda.min with its 95% interval."""
     import matplotlib.pyplot as plt
@@ -59,6 +70,7 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
         ax.axvline(sel["lambda_1se_unpaired"], color="tab:purple", ls=":",
                    label=f"lambda.1se (unpaired) = {sel['lambda_1se_unpaired']:g}")
         lambda_axis(ax, lams)
+        _tau_axis(ax, payload)
         ax.set_ylabel("val mIoU")
         ax.legend()
         sections.append(("Cross-validated mIoU against lambda", figure_to_img(fig)))
@@ -121,12 +133,14 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
         f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "
         f"{payload['folds']}-fold CV x {payload['repeats']} repeat(s), pruner "
         f"{payload['pruner']}. {payload['se_caveat']}.</p>") + paired_table
-    rows = [[t["number"], t["state"], t["weight_decay"], t["lr"], t["decay_mode"],
+    rows = [[t["number"], t["state"], t["weight_decay"], t.get("tau_epochs"), t["lr"],
+             t["decay_mode"],
              t["cv_mean"], t["cv_se"], t["folds_done"], t["train_miou"], t["weight_norm"],
              t["epochs_run"]] for t in payload["trials"]]
     sections = [("Choice of lambda", summary), *_figures(payload),
-                ("Trials", html_table(["#", "state", "lambda", "lr", "mode", "CV mIoU", "SE",
-                                       "folds", "train mIoU", "||w||", "fit-epochs"], rows))]
+                ("Trials", html_table(["#", "state", "lambda", "tau (epochs)", "lr", "mode",
+                                       "CV mIoU", "SE", "folds", "train mIoU", "||w||",
+                                       "fit-epochs"], rows))]
     if payload.get("refit"):
         r = payload["refit"]
         sections.append((f"Refit with lambda = {r['weight_decay']:g} on the whole training "

@@ -19,6 +19,7 @@ import optuna
 
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
+from segdecay.decay import default_decay_mode, lambda_for_tau
 from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import WILCOXON_P, TuneOptions
 from segdecay.studies.tune.race import RacePruner
@@ -29,7 +30,8 @@ from segdecay.training import Log, train
 
 def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
     if options.search == "grid":
-        space: dict[str, list] = {"weight_decay": list(options.grid)}
+        space: dict[str, list] = ({"tau_epochs": list(options.tau_grid)} if options.tau_grid
+                                  else {"weight_decay": list(options.grid)})
         if options.lr_grid:
             space["lr"] = list(options.lr_grid)
         if options.modes:
@@ -65,9 +67,9 @@ def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
 
 def _suggest(trial: optuna.Trial, options: TuneOptions, base: TrainConfig) -> dict[str, Any]:
     if options.search == "grid":  # GridSampler picks the value; the range must hold it
-        grid = options.grid
-        params: dict[str, Any] = {
-            "weight_decay": trial.suggest_float("weight_decay", min(grid), max(grid))}
+        name, grid = (("tau_epochs", options.tau_grid) if options.tau_grid
+                      else ("weight_decay", options.grid))
+        params: dict[str, Any] = {name: trial.suggest_float(name, min(grid), max(grid))}
         if options.lr_grid:
             params["lr"] = trial.suggest_float("lr", min(options.lr_grid), max(options.lr_grid))
     else:
@@ -78,6 +80,25 @@ def _suggest(trial: optuna.Trial, options: TuneOptions, base: TrainConfig) -> di
     if options.modes:
         params["decay_mode"] = trial.suggest_categorical("decay_mode", list(options.modes))
     return params
+
+
+def config_overrides(params: dict[str, Any], base: TrainConfig,
+                     steps_per_epoch: float) -> dict[str, Any]:
+    """TrainConfig values of a trial: a searched tau becomes this optimizer's lambda."""
+    overrides = {k: v for k, v in params.items() if k != "tau_epochs"}
+    if "tau_epochs" in params:
+        mode = (params.get("decay_mode") or base.decay_mode
+                or default_decay_mode(base.optimizer))
+        overrides["weight_decay"] = lambda_for_tau(
+            params["tau_epochs"], steps_per_epoch, base.optimizer, mode,
+            params.get("lr", base.lr), base.momentum)
+    return overrides
+
+
+def fit_steps_per_epoch(fits, batch_size: int) -> float:
+    """Mean optimizer steps per epoch of the CV fits (as the training loop counts them)."""
+    steps = [max(1, len(d.train) // min(batch_size, len(d.train))) for _, _, d in fits]
+    return sum(steps) / len(steps)
 
 
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
@@ -99,6 +120,7 @@ class Objective:
     def __init__(self, base: TrainConfig, options: TuneOptions, fits, run_dir: Path,
                  quiet: bool = True, progress: bool = False) -> None:
         self.base, self.options, self.fits, self.run_dir = base, options, fits, run_dir
+        self.steps_per_epoch = fit_steps_per_epoch(fits, base.batch_size)
         self.quiet = quiet
         self.progress = progress
 
@@ -114,7 +136,9 @@ class Objective:
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"parameters already evaluated by trial {dup}")
         trial.set_user_attr("worker", worker_id())
-        config = replace(self.base, eval_every=1, **params)
+        overrides = config_overrides(params, self.base, self.steps_per_epoch)
+        trial.set_user_attr("weight_decay", overrides["weight_decay"])
+        config = replace(self.base, eval_every=1, **overrides)
         epochs_per_fit = config.epochs
         scores, train_scores, norms, epochs_run = [], [], [], 0
         per_fold = reports_per_fold(self.options)
@@ -165,7 +189,8 @@ def _describe(params: dict[str, Any]) -> str:
 
 def _n_trials(options: TuneOptions) -> int:
     if options.search == "grid":
-        n = len(options.grid) * len(options.lr_grid or [0]) * len(options.modes or [0])
+        n = (len(options.tau_grid or options.grid) * len(options.lr_grid or [0])
+             * len(options.modes or [0]))
         return n
     return int(options.trials)
 
@@ -207,6 +232,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset_for(base)
     fits, facts = fold_plan(data, options)
+    facts["steps_per_epoch"] = fit_steps_per_epoch(fits, base.batch_size)
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
         sampler=_sampler(options), pruner=_pruner(options, base.epochs),

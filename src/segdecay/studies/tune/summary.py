@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import shutil
 from collections import defaultdict
 from dataclasses import asdict, replace
@@ -13,6 +14,7 @@ from typing import Any
 import optuna
 
 from segdecay.config import TrainConfig
+from segdecay.decay import default_decay_mode, tau_for_lambda
 from segdecay.fileio import atomic_write_text, write_json
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
@@ -28,14 +30,15 @@ from segdecay.studies.tune.selection import (
 from segdecay.studies.tune.storage import open_storage, redact
 from segdecay.training import Log, train
 
-TRIAL_COLUMNS = ["number", "state", "weight_decay", "lr", "decay_mode", "cv_mean", "cv_se",
-                 "folds_done", "fold_scores", "train_miou", "weight_norm", "epochs_run",
+TRIAL_COLUMNS = ["number", "state", "weight_decay", "tau_epochs", "lr", "decay_mode", "cv_mean",
+                 "cv_se", "folds_done", "fold_scores", "train_miou", "weight_norm", "epochs_run",
                  "pruned", "duplicate_of", "failure"]
 
 
 def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
     """One plain dict per trial (what trials.csv and tune.json list)."""
     trials = study.get_trials(deepcopy=False)
+    spe = study.user_attrs.get("steps_per_epoch")
     retry_reasons = {t.user_attrs["retry_of"]: t.user_attrs.get("retry_reason")
                      for t in trials if t.user_attrs.get("retry_of") is not None}
     rows = []
@@ -47,7 +50,8 @@ def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
         rows.append({
             "number": t.number,
             "state": t.state.name,
-            "weight_decay": t.params.get("weight_decay"),
+            "weight_decay": t.params.get("weight_decay", t.user_attrs.get("weight_decay")),
+            "tau_epochs": _tau(t, base, spe),
             "lr": t.params.get("lr", base.lr),
             "decay_mode": t.params.get("decay_mode", base.decay_mode),
             "cv_mean": mean, "cv_se": se, "folds_done": len(scores),
@@ -60,6 +64,19 @@ def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
             "failure": t.user_attrs.get("failure") or retry_reasons.get(t.number),
         })
     return rows
+
+
+def _tau(t: optuna.trial.FrozenTrial, base: TrainConfig, spe: float | None) -> float | None:
+    """A trial's decay timescale in epochs of the CV fits (searched, or from its lambda)."""
+    if "tau_epochs" in t.params:
+        return t.params["tau_epochs"]
+    lam = t.params.get("weight_decay", t.user_attrs.get("weight_decay"))
+    if lam is None or not spe:
+        return None
+    mode = t.params.get("decay_mode") or base.decay_mode or default_decay_mode(base.optimizer)
+    tau = tau_for_lambda(lam, spe, base.optimizer, mode, t.params.get("lr", base.lr),
+                         base.momentum)
+    return tau if math.isfinite(tau) else None
 
 
 def _write_trials_csv(path: Path, rows: list[dict]) -> None:
@@ -146,6 +163,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "study": options.study,
         "storage": redact(url),
         "search": options.search,
+        "tau_grid": options.tau_grid,
+        "steps_per_epoch_of_fits": study.user_attrs.get("steps_per_epoch"),
         "pruner": options.pruner,
         "folds": options.folds,
         "repeats": options.repeats,
