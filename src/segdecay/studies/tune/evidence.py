@@ -50,8 +50,9 @@ def recommend(rival: PairedPoint, folds: int, repeats: int, groups: int | None,
         limit = f"{max_folds} folds" + (f" x {MAX_REPEATS} repeats" if repeats_help else "")
         return (f"No design up to {limit} would resolve a difference of "
                 f"{abs(rival.mean_diff):.4f} at this fold-to-fold spread (sd "
-                f"{rival.sd:.4f}): on this data these lambdas perform alike, and lambda.1se "
-                "is the cautious choice.")
+                f"{rival.sd:.4f}): cross-validation cannot rank these lambdas at this budget, "
+                "so the choice is not a finding; check the candidates' training mIoU (a "
+                "lambda whose training score falls is underfitting) or train longer.")
     k, r = design
     note = "" if repeats_help else (" (more repeats would not help: the groups allow no "
                                     "other fold assignment)")
