@@ -33,9 +33,12 @@ AUGMENTS = ("none", "flip", "light", "strong")
 
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
-           factory: Any = None, flag: str | None = None, metavar: str | None = None) -> Any:
-    """A TrainConfig field with its CLI help, choices, flag name and metavar."""
-    metadata = {"help": help, "choices": tuple(choices), "flag": flag, "metavar": metavar}
+           factory: Any = None, flag: str | None = None, metavar: str | None = None,
+           repeatable: bool = False) -> Any:
+    """A TrainConfig field with its CLI help, choices, flag name, metavar, and whether the
+    flag is given once per value (``--decay-rule A=1 --decay-rule B=2``)."""
+    metadata = {"help": help, "choices": tuple(choices), "flag": flag, "metavar": metavar,
+                "repeatable": repeatable}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -72,7 +75,8 @@ class TrainConfig:
     l1: float = option(0.0, "alpha of an L1 penalty alpha·sum|w| on the decayed tensors")
     no_decay: str = option("ndim<2", "undecayed: ndim<2 | norm+bias | none", choices=NO_DECAY)
     decay_rules: list[str] = option(help="PATTERN=MULT: MULT x lambda", factory=list,
-                                    flag="--decay-rule", metavar="PATTERN=MULT")
+                                    flag="--decay-rule", metavar="PATTERN=MULT",
+                                    repeatable=True)
     # loss
     loss: str = option("ce", "data loss (segmentation_models_pytorch losses; ce+dice sums "
                        "both)", choices=LOSSES)

@@ -29,7 +29,7 @@ def _argument(name: str, default) -> dict:
     if vt.kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
         return kwargs
-    if meta.get("flag"):  # a repeatable flag, one value each (--decay-rule)
+    if meta.get("repeatable"):  # one value per flag (--decay-rule)
         kwargs["action"] = "append"
     if meta.get("choices"):
         kwargs["choices"] = list(meta["choices"])

@@ -1,6 +1,5 @@
-"""Optimizers: where a decay mode becomes an algorithm.
-
-``build_optimizer`` is where a decay mode becomes an algorithm. It says which one ran:
+"""Optimizers: ``build_optimizer`` is where a decay mode becomes an algorithm, and it says
+which one ran:
 
 ============  ===========  ===========================================================
 optimizer     decay mode   algorithm

@@ -7,8 +7,7 @@ with its exact position inside the epoch, and raises :class:`TrainingInterrupted
 Ctrl-C stops at once (the previous checkpoint stays valid: checkpoints are written
 atomically).
 
-This module is light on purpose: the CLI imports it to map the exception to exit codes
-130 (SIGINT) and 143 (SIGTERM) without importing torch.
+The CLI maps :class:`TrainingInterrupted` to exit codes 130 (SIGINT) and 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,6 +19,11 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+import torch
+
+from segdecay.errors import UserError
+from segdecay.training.hardware import oom_message
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -113,11 +117,6 @@ def stoppable(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        import torch
-
-        from segdecay.errors import UserError
-        from segdecay.training.hardware import oom_message
-
         outer = getattr(_ACTIVE, "stop", None)
         _ACTIVE.stop = StopRequest()
         try:

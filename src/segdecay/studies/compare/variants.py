@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.config import CLASS_WEIGHTS, TrainConfig, from_dict, load_yaml
-from segdecay.decay import param_groups
+from segdecay.decay import effective_lr, param_groups
 from segdecay.errors import UserError
 from segdecay.models import build_model
 from segdecay.options import add_train_options
@@ -125,8 +125,9 @@ def preset_variants(preset: str, base: TrainConfig, lam: float, num_classes: int
     """
     if preset == "regularizers":
         alpha = lam * initial_abs_weight(base, num_classes)
-        sgd_momentum = base.momentum if base.optimizer.startswith("sgd") else 0.0
-        lam_decoupled = float(f"{lam / (1.0 - sgd_momentum):.12g}")  # 0.1, not 0.10000000000000002
+        ratio = (effective_lr(base.optimizer, "coupled", 1.0, base.momentum)
+                 / effective_lr(base.optimizer, "decoupled", 1.0, base.momentum))
+        lam_decoupled = float(f"{lam * ratio:.12g}")  # 0.1, not 0.10000000000000002
         off = {"weight_decay": 0.0, "l1": 0.0, "dropout": 0.0}
         return [
             Variant("none", dict(off)),

@@ -19,7 +19,6 @@ computed from the numbers, never canned.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict
@@ -35,7 +34,7 @@ from segdecay.data import load_dataset_for
 from segdecay.data.base import IGNORE_INDEX
 from segdecay.errors import UserError
 from segdecay.models import output_stride
-from segdecay.runs.folder import load_run
+from segdecay.runs.folder import is_finished, load_run, read_summary
 from segdecay.studies.spectrum.measures import (
     BoundaryIoU,
     band_noise,
@@ -163,11 +162,10 @@ def analyse_run(run: Path, options: SpectrumOptions, cache: dict) -> dict[str, A
         perturb = _noise_perturb((lo, hi), options.noise_eps, options.seed * 1000 + i)
         noise.append({"band": band, "low": lo, "high": hi,
                       "miou": perturbed_miou(model, split, n, config, dev, perturb)})
-    summary_path = run / "summary.json"
     algorithm = None
-    if summary_path.is_file():
+    if is_finished(run):
         try:
-            algorithm = json.loads(summary_path.read_text()).get("algorithm")
+            algorithm = read_summary(run).get("algorithm")
         except (ValueError, OSError):
             algorithm = None
     return {

@@ -13,8 +13,8 @@ WILCOXON_P = 0.1  # the Wilcoxon pruner's one-sided p threshold
 # Measured on the demo grid (benchmarks/tune_pruning.py, 3 seeds, README "Measured results").
 MID_SCHEDULE_BIAS = ("note: --pruner {pruner} compares runs mid-schedule, where lightly "
                      "decayed runs are ahead; on the demo grid the median pruner chose one "
-                     "grid step smaller lambda than the full grid in 2 of 3 seeds. --pruner "
-                     "race compares final scores of whole folds.")
+                     "grid step smaller lambda than the full grid in 3 of 3 seeds, Hyperband "
+                     "in 2. --pruner race compares final scores of whole folds.")
 SELECTIONS = ("1se", "1se-unpaired", "min")
 
 

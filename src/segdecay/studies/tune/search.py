@@ -82,16 +82,20 @@ def _suggest(trial: optuna.Trial, options: TuneOptions, base: TrainConfig) -> di
     return params
 
 
+def trial_decay(params: dict[str, Any], base: TrainConfig) -> tuple[str, float]:
+    """(decay mode, lr) a trial trains with: its searched values, else the base config's."""
+    mode = params.get("decay_mode") or base.decay_mode or default_decay_mode(base.optimizer)
+    return mode, params.get("lr", base.lr)
+
+
 def config_overrides(params: dict[str, Any], base: TrainConfig,
                      steps_per_epoch: float) -> dict[str, Any]:
     """TrainConfig values of a trial: a searched tau becomes this optimizer's lambda."""
     overrides = {k: v for k, v in params.items() if k != "tau_epochs"}
     if "tau_epochs" in params:
-        mode = (params.get("decay_mode") or base.decay_mode
-                or default_decay_mode(base.optimizer))
-        overrides["weight_decay"] = lambda_for_tau(
-            params["tau_epochs"], steps_per_epoch, base.optimizer, mode,
-            params.get("lr", base.lr), base.momentum)
+        mode, lr = trial_decay(params, base)
+        overrides["weight_decay"] = lambda_for_tau(params["tau_epochs"], steps_per_epoch,
+                                                   base.optimizer, mode, lr, base.momentum)
     return overrides
 
 
@@ -137,7 +141,8 @@ class Objective:
             raise optuna.TrialPruned(f"parameters already evaluated by trial {dup}")
         trial.set_user_attr("worker", worker_id())
         overrides = config_overrides(params, self.base, self.steps_per_epoch)
-        trial.set_user_attr("weight_decay", overrides["weight_decay"])
+        if "tau_epochs" in params:  # the lambda it converted to (a lambda grid has it in params)
+            trial.set_user_attr("weight_decay", overrides["weight_decay"])
         config = replace(self.base, eval_every=1, **overrides)
         epochs_per_fit = config.epochs
         scores, train_scores, norms, epochs_run = [], [], [], 0
@@ -232,7 +237,8 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset_for(base)
     fits, facts = fold_plan(data, options)
-    facts["steps_per_epoch"] = fit_steps_per_epoch(fits, base.batch_size)
+    objective = Objective(base, options, fits, run_dir, quiet=quiet, progress=progress)
+    facts["steps_per_epoch"] = objective.steps_per_epoch
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
         sampler=_sampler(options), pruner=_pruner(options, base.epochs),
@@ -251,8 +257,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
         return
     stop_when_done = optuna.study.MaxTrialsCallback(
         target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    study.optimize(Objective(base, options, fits, run_dir, quiet=quiet, progress=progress),
-                   n_trials=None if options.search == "grid" else target * 2,
+    study.optimize(objective, n_trials=None if options.search == "grid" else target * 2,
                    callbacks=[stop_when_done, _stop_on_duplicate], catch=(RuntimeError,),
                    gc_after_trial=True)
 

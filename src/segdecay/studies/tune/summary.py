@@ -14,12 +14,13 @@ from typing import Any
 import optuna
 
 from segdecay.config import TrainConfig
-from segdecay.decay import default_decay_mode, tau_for_lambda
+from segdecay.decay import tau_for_lambda
 from segdecay.fileio import atomic_write_text, write_json
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.tune.evidence import assess, rules_sentence
 from segdecay.studies.tune.report import write_tune_report
+from segdecay.studies.tune.search import trial_decay
 from segdecay.studies.tune.selection import (
     PairedPoint,
     cv_points,
@@ -70,12 +71,11 @@ def _tau(t: optuna.trial.FrozenTrial, base: TrainConfig, spe: float | None) -> f
     """A trial's decay timescale in epochs of the CV fits (searched, or from its lambda)."""
     if "tau_epochs" in t.params:
         return t.params["tau_epochs"]
-    lam = t.params.get("weight_decay", t.user_attrs.get("weight_decay"))
+    lam = t.params.get("weight_decay")
     if lam is None or not spe:
         return None
-    mode = t.params.get("decay_mode") or base.decay_mode or default_decay_mode(base.optimizer)
-    tau = tau_for_lambda(lam, spe, base.optimizer, mode, t.params.get("lr", base.lr),
-                         base.momentum)
+    mode, lr = trial_decay(t.params, base)
+    tau = tau_for_lambda(lam, spe, base.optimizer, mode, lr, base.momentum)
     return tau if math.isfinite(tau) else None
 
 
