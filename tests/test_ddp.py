@@ -48,6 +48,10 @@ CONFIG = TrainConfig(
     amp=False,  # fp32: bf16 rounding of half batches would exceed ATOL
 )
 
+# The decay in the optimizer (coupled SGD, SGDW, AdamW) must act once per step, as the penalty.
+OPTIMIZER_MODES = {"coupled": ("sgd", "coupled"), "sgdw": ("sgd", "decoupled"),
+                   "adamw": ("adamw", "decoupled")}
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -91,6 +95,9 @@ def _worker(rank: int, world: int, port: int, base: str) -> None:
     root = Path(base)
     # A: each rank is handed its own folder; rank 1 must leave its folder uncreated.
     train(CONFIG, root / f"a{rank}", log=Log(quiet=True))
+    for name, (optimizer, mode) in OPTIMIZER_MODES.items():
+        train(replace(CONFIG, optimizer=optimizer, decay_mode=mode), root / f"{name}_ddp",
+              log=Log(quiet=True))
     # B: SIGTERM reaches rank 1 alone, during its 3rd step (epoch 2, batch 1 of 2).
     real, calls = epoch_module.augmented_batch, []
 
@@ -123,6 +130,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp_patch.setattr(training_setup, "build_model", tiny_model)
         train(CONFIG, base / "single", log=Log(quiet=True))
         train(replace(CONFIG, weight_decay=2 * LAMBDA), base / "single_2x", log=Log(quiet=True))
+        for name, (optimizer, mode) in OPTIMIZER_MODES.items():
+            train(replace(CONFIG, optimizer=optimizer, decay_mode=mode), base / name,
+                  log=Log(quiet=True))
     mp.spawn(_worker, args=(2, _free_port(), str(base)), nprocs=2, join=True)
     return base
 
@@ -156,6 +166,16 @@ def test_a_doubled_decay_would_fail_the_tolerance(runs: Path) -> None:
     single, doubled = _model(runs / "single"), _model(runs / "single_2x")
     assert _max_diff(single, doubled) > 100 * ATOL
     assert _max_diff(single, _model(runs / "a0")) < ATOL
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_MODES))
+def test_decay_in_the_optimizer_acts_once_per_step_under_ddp(runs: Path, name: str) -> None:
+    single, ddp = _model(runs / name), _model(runs / f"{name}_ddp")
+    for key, tensor in single.items():
+        torch.testing.assert_close(ddp[key], tensor, atol=ATOL, rtol=0, msg=key)
+    decay = json.loads((runs / f"{name}_ddp" / "decay.json").read_text())
+    assert (decay["optimizer"], decay["decay_mode"]) == OPTIMIZER_MODES[name]
+    assert decay["world_size"] == 2
 
 
 def test_only_rank_0_writes_files(runs: Path) -> None:

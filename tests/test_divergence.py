@@ -40,10 +40,11 @@ def test_nan_loss_stops_the_run_with_status_diverged(tmp_path: Path) -> None:
 
 
 def test_exploding_weights_stop_the_run_before_the_loss_turns_nan(tmp_path: Path) -> None:
-    # Decoupled decay with lr·lambda = 1000 multiplies the decayed weights by -999 per step:
+    # Coupled decay with lr·lambda = 1000 multiplies the decayed weights by about -999 per
+    # step (SGDW refuses such a pair up front; coupled SGD is the user's own L2 gradient):
     # batch norm keeps the loss finite while the weight norm explodes.
     config = TrainConfig(**{**TINY.to_dict(), "lr": 1.0, "weight_decay": 1000.0,
-                            "decay_mode": "decoupled"})
+                            "decay_mode": "coupled", "momentum": 0.0})
     summary = train(config, tmp_path / "run", log=Log(quiet=True))
     assert summary["status"] == "diverged"
     assert "weight norm" in summary["reason"], summary["reason"]

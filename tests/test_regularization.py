@@ -88,14 +88,28 @@ def test_smp_unet_no_decay_group_is_exactly_batchnorm_and_biases():
     assert set(by_type["no_decay"]["param_names"]) == excluded
 
 
-def test_rules_override_by_name_with_multiplier():
+def test_rules_scale_decayed_tensors_and_never_reach_excluded_ones():
     model = _model()
-    groups = {g["group"]: g for g in param_groups(model, 0.1, rules=["^head\\.=0.5", "bn=2"])}
-    assert groups["rule:^head\\.=0.5"]["param_names"] == ["head.weight", "head.bias"]
+    groups = {g["group"]: g for g in param_groups(model, 0.1, rules=["^head\\.=0.5", "conv=2"])}
+    assert groups["rule:^head\\.=0.5"]["param_names"] == ["head.weight"]
     assert groups["rule:^head\\.=0.5"]["weight_decay"] == pytest.approx(0.05)
-    assert groups["rule:bn=2"]["weight_decay"] == pytest.approx(0.2)
-    assert groups["decay"]["param_names"] == ["conv.weight"]
-    assert groups["no_decay"]["param_names"] == ["conv.bias"]
+    assert groups["rule:conv=2"]["param_names"] == ["conv.weight"]
+    assert groups["rule:conv=2"]["weight_decay"] == pytest.approx(0.2)
+    assert "decay" not in groups  # every decayed tensor went to a rule
+    # the exclusion takes precedence: biases and norm tensors stay at lambda 0
+    assert groups["no_decay"]["param_names"] == ["conv.bias", "bn.weight", "bn.bias",
+                                                 "head.bias"]
+    assert groups["no_decay"]["held_by_rule"] == {"^head\\.=0.5": 1, "conv=2": 1}
+    # with nothing excluded, the rule reaches every tensor it names
+    free = {g["group"]: g for g in param_groups(model, 0.1, "none", rules=["bn=2"])}
+    assert free["rule:bn=2"]["param_names"] == ["bn.weight", "bn.bias"]
+
+
+@pytest.mark.parametrize(("rule", "why"), [("nothing_here=2", "matches no trainable tensor"),
+                                           ("bn=2", "keeps undecayed")])
+def test_a_rule_that_would_change_nothing_is_an_error(rule, why):
+    with pytest.raises(UserError, match=f"--decay-rule '{rule}'.*{why}"):
+        param_groups(_model(), 0.1, rules=[rule])
 
 
 @pytest.mark.parametrize("text", ["nomult", "=1", "a=x", "(=1", "a=-1"])

@@ -12,7 +12,10 @@ import functools
 import hashlib
 import http.server
 import io
+import json
+import os
 import pickle
+import stat
 import tarfile
 import threading
 import zipfile
@@ -25,6 +28,7 @@ import torch
 from segdecay.cli import main
 from segdecay.data.download import download, redact_url, safe_extract
 from segdecay.errors import UserError
+from segdecay.fileio import write_json
 from segdecay.training.state import load_checkpoint
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -145,6 +149,61 @@ def test_good_archives_extract_with_internal_links(tmp_path: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"not an archive")
     with pytest.raises(UserError, match="not a .tar"):
         safe_extract(tmp_path / "junk.tar", tmp_path / "j")
+
+
+def test_tar_members_pass_the_data_filter_which_strips_setuid_bits(tmp_path: Path) -> None:
+    archive = tmp_path / "s.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("tool.sh")
+        info.size, info.mode = 2, 0o4755  # setuid, as a hostile archive would ship it
+        tf.addfile(info, io.BytesIO(b"hi"))
+    safe_extract(archive, tmp_path / "t")
+    mode = (tmp_path / "t" / "tool.sh").stat().st_mode
+    assert not mode & stat.S_ISUID and mode & 0o700 == 0o700
+
+
+def test_a_data_filter_refusal_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    archive = _tar(tmp_path / "a.tar", [("one.txt", "file", "1"), ("two.txt", "file", "2")],
+                   mode="w")
+    real = tarfile.data_filter
+
+    def refuse_second(member, dest):
+        if member.name == "two.txt":
+            raise tarfile.SpecialFileError(member)
+        return real(member, dest)
+
+    monkeypatch.setattr(tarfile, "data_filter", refuse_second)
+    with pytest.raises(UserError, match="'two.txt' is refused by tarfile's data filter"):
+        safe_extract(archive, tmp_path / "t")
+    assert _tree(tmp_path) == ["a.tar"]
+
+
+def test_a_python_without_tar_extraction_filters_is_refused(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    archive = _tar(tmp_path / "a.tar", [("one.txt", "file", "1")], mode="w")
+    monkeypatch.delattr(tarfile, "data_filter")
+    with pytest.raises(UserError, match="needs Python >= 3.11.4"):
+        safe_extract(archive, tmp_path / "t")
+    assert _tree(tmp_path) == ["a.tar"]
+
+
+def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path: Path, monkeypatch) -> None:
+    events: list[str] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json(tmp_path / "out.json", {"a": 1})
+    assert events == ["fsync file", "replace", "fsync dir"]
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
 
 
 # ----------------------------------------------------------------------------- downloads

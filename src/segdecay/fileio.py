@@ -1,7 +1,8 @@
 """Atomic file writes: a reader (or a crash) never sees half a file.
 
 Everything segdecay writes goes through ``atomic_open``: a temporary file in the same
-folder, flushed and fsynced, then renamed over the target.
+folder, flushed and fsynced, then renamed over the target, then the folder fsynced so the
+rename itself survives a power loss (POSIX makes a rename durable only with its directory).
 """
 
 from __future__ import annotations
@@ -28,9 +29,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a directory entry change (a rename) to disk; a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a directory; NTFS journals the rename itself
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

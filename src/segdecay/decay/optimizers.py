@@ -45,6 +45,22 @@ class SGDW(torch.optim.SGD):
         return super().step(closure)
 
 
+def check_decoupled_step(lr: float, lam: float, group: str = "decay") -> None:
+    """SGDW and AdamW multiply w by 1 - lr·lambda: at lr·lambda >= 1 that flips or zeroes
+    every decayed weight.
+
+    ``lr`` is the peak rate (every schedule stays at or below it); ``lam`` includes a rule's
+    multiplier, so the message names the group it came from.
+    """
+    if lr * lam >= 1:
+        what = ("--weight-decay" if group in ("decay", "params") else
+                f"lambda of group {group} (--weight-decay x its multiplier)")
+        raise UserError(f"--lr {lr:g} x {what} {lam:g} = {lr * lam:g} >= 1: "
+                        "decoupled decay (SGDW, AdamW) would multiply the weights by "
+                        "1 - lr·lambda <= 0 each step; "
+                        "lower one of them")
+
+
 def default_decay_mode(optimizer: str) -> str:
     """The mode each optimizer name implies when the user gives none."""
     return "decoupled" if optimizer == "adamw" else "coupled"
@@ -92,6 +108,8 @@ def build_optimizer(
         groups = param_groups(model, weight_decay, no_decay=no_decay, rules=rules)
     for g in groups:
         lam = g["weight_decay"]
+        if mode == "decoupled":
+            check_decoupled_step(lr, lam, g.get("group", "params"))
         g["lambda"] = lam
         g["decay_mode"] = mode
         g["weight_decay"] = lam if mode == "coupled" else 0.0

@@ -18,7 +18,7 @@ import torch
 
 from segdecay.config import from_dict
 from segdecay.errors import UserError
-from segdecay.models import build_model
+from segdecay.models import build_model, upgrade_state_dict
 from segdecay.training.hardware import resolve_device
 from segdecay.training.state import load_checkpoint
 
@@ -37,7 +37,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     meta = state["dataset"]
     model = build_model(config.arch, config.encoder, meta["num_classes"],
                         dropout=config.dropout)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(upgrade_state_dict(state["model"]))
     model.to(dev).eval()
     if config.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -30,6 +30,7 @@ from segdecay.decay import regularization_term, weight_norm
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
+from segdecay.models import upgrade_state_dict
 from segdecay.report.train import write_train_report
 from segdecay.training import distributed
 from segdecay.training.divergence import divergence_reason
@@ -157,7 +158,7 @@ def restore(run: TrainingRun) -> Progress:
     CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
     """
     state = load_checkpoint(run.out / "last.pt", map_location="cpu")
-    run.model.load_state_dict(state["model"])
+    run.model.load_state_dict(upgrade_state_dict(state["model"]))
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"], run.gen, run.device)

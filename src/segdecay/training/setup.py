@@ -236,7 +236,8 @@ def log_start(run: TrainingRun) -> None:
     if ctx.enabled:
         log.line(f"data-parallel: {ctx.world_size} processes x {run.local_batch} images = "
                  f"global batch {run.batch_size}"
-                 + (", SyncBatchNorm" if config.sync_bn else ", BatchNorm per process"))
+                 + (", SyncBatchNorm" if config.sync_bn else ", BatchNorm per process (not one "
+                                                          "process's numbers: --sync-bn)"))
     log.line(f"optimizer: {run.algorithm}, lr {config.lr:g}, lambda {config.weight_decay:g}"
              + (f", l1 {config.l1:g}" if config.l1 else ""))
     log.line(describe_split(run.optimizer.param_groups))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from segdecay.decay import default_decay_mode
 from segdecay.errors import UserError
 
 SEARCHES = ("grid", "random", "tpe")
@@ -96,6 +97,29 @@ def validate(options: TuneOptions) -> None:
     for name in ("folds", "repeats", "workers"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+
+def validate_against(options: TuneOptions, optimizer: str, decay_mode: str | None,
+                     lr: float) -> None:
+    """Refuse a lambda grid or range that would make a decoupled trial flip the weights' sign.
+
+    Checked before the study starts, so no worker fails on its tenth trial; ``--tau-grid``
+    needs no check (lr·lambda = 1/(tau·steps per epoch) < 1 for tau above one step).
+    """
+    modes = options.modes or [decay_mode or default_decay_mode(optimizer)]
+    if "decoupled" not in modes:
+        return
+    lams = options.grid if options.tau_grid is None and options.grid else []
+    if options.search != "grid" and options.range is not None:
+        lams = [options.range[1]]
+    option = "--grid" if options.search == "grid" else "--range"
+    for rate in options.lr_grid or [lr]:
+        bad = [lam for lam in lams if rate * lam >= 1]
+        if bad:
+            raise UserError(f"{option} lambda {max(bad):g} with --lr {rate:g}: lr·lambda = "
+                            f"{rate * max(bad):g} >= 1, so decoupled decay (SGDW, AdamW) "
+                            "would multiply the weights by 1 - lr·lambda <= 0 each step; "
+                            "lower the grid")
 
 
 def wilcoxon_min_fits() -> int:

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.config import TrainConfig
-from segdecay.studies.tune.options import MID_SCHEDULE_BIAS, TuneOptions, validate
+from segdecay.studies.tune.options import (
+    MID_SCHEDULE_BIAS,
+    TuneOptions,
+    validate,
+    validate_against,
+)
 from segdecay.studies.tune.search import run_worker, worker_entry
 from segdecay.studies.tune.storage import redact, resolve_storage_url
 from segdecay.studies.tune.summary import summarize_study
@@ -23,6 +28,7 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
              quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the study with ``options.workers`` local processes, then summarize."""
     validate(options)
+    validate_against(options, base.optimizer, base.decay_mode, base.lr)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(options.storage, run_dir, options.workers)
