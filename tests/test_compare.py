@@ -17,6 +17,7 @@ from scipy import stats
 from segdecay.cli import main
 from segdecay.config import TrainConfig
 from segdecay.errors import UserError
+from segdecay.models import build_model
 from segdecay.studies.compare import CompareOptions, Variant, parse_variant, run_compare
 from segdecay.studies.compare.per_image import image_confusions, image_miou
 from segdecay.studies.compare.statistics import holm, paired_difference
@@ -94,8 +95,7 @@ def test_presets_hold_the_documented_variants() -> None:
     assert by["decoupled+dropout"].weight_decay == pytest.approx(1e-2)
     adamw = preset_variants("regularizers", replace(TINY, optimizer="adamw"), 1e-3, 6)
     assert {v.name: v.options["weight_decay"] for v in adamw}["decoupled"] == 1e-3
-    # L1's alpha matches L2's initial shrink: alpha = lambda * mean|w0| (He init: ~1e-2..1e-1)
-    assert 1e-3 * 1e-3 < by["l1"].l1 < 1e-3 * 0.2 and by["l1"].weight_decay == 0
+    assert by["l1"].weight_decay == 0
     imb = preset_variants("imbalance", TINY, 1e-3, 6)
     assert {(v.config(TINY).loss, v.config(TINY).class_weights) for v in imb} == {
         ("ce", "none"), ("ce", "inverse"), ("ce", "median"), ("ce", "enet"),
@@ -135,8 +135,28 @@ def test_paired_difference_edge_cases() -> None:
 def test_holm_step_down_by_hand() -> None:
     # sorted 0.01, 0.02, 0.04 with m = 3: 0.03, max(0.03, 0.04), max(0.04, 0.04) -> 0.03 0.04 0.04
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    got = holm([0.5, math.nan, 0.3])  # NaN is not a test: m = 2
-    assert got[0] == pytest.approx(0.6) and math.isnan(got[1]) and got[2] == pytest.approx(0.6)
+    got = holm([0.5, math.nan, 0.3])  # NaN was attempted: m = 3; 3 * 0.3, 2 * 0.5 -> 0.9, 1
+    assert got[0] == pytest.approx(1.0) and math.isnan(got[1]) and got[2] == pytest.approx(0.9)
+
+
+def _mean_abs_init(config: TrainConfig, num_classes: int, decayed) -> float:
+    """mean|w| at initialisation over the tensors ``decayed(name, param)`` picks (float64)."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, config.encoder, num_classes)
+    chosen = [p.detach().double().flatten() for n, p in model.named_parameters()
+              if decayed(n, p)]
+    return torch.cat(chosen).abs().mean().item()
+
+
+@pytest.mark.parametrize("no_decay, decayed", [
+    ("ndim<2", lambda n, p: p.ndim >= 2),  # the default: conv and linear kernels decay
+    ("none", lambda n, p: True),  # every tensor decays, BatchNorm scales (1.0) included
+])
+def test_the_l1_preset_alpha_is_lambda_times_initial_mean_abs_weight(no_decay, decayed) -> None:
+    """alpha = lambda * mean|w0| over the decayed tensors of the seed's fresh model, exactly."""
+    base = replace(TINY, no_decay=no_decay, seed=3)
+    (l1,) = [v for v in preset_variants("regularizers", base, 1e-3, 6) if v.name == "l1"]
+    assert l1.options["l1"] == pytest.approx(1e-3 * _mean_abs_init(base, 6, decayed), rel=1e-6)
 
 
 def test_per_image_miou_by_hand() -> None:
@@ -177,6 +197,8 @@ def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path: Path, one_torch_t
     assert all(v["seeds"] == [0, 1] for v in payload["variants"])
     (pair,) = payload["paired"]
     assert pair["eval_miou"]["n"] == 2 and pair["images"]["n"] == 6
+    # synthetic images are each their own group: the image is the unit, and says so
+    assert (pair["images"]["unit"], pair["images"]["n_units"]) == ("image", 6)
     # per-seed differences recomputed from the runs' own numbers
     runs = {(r["variant"], r["seed"]): r for r in payload["runs"]}
     diffs = [runs[("wd", s)]["eval_miou"] - runs[("none", s)]["eval_miou"] for s in (0, 1)]
@@ -190,6 +212,7 @@ def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path: Path, one_torch_t
                     "Per-class IoU", "Learning curves", "Effective learning rate"):
         assert f"<h2>{section}" in report
     assert report.count("<img") == 2 and "pole*" in report  # the rare class is marked
+    assert "unit: the image" in report and "<td>images</td>" in report
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/summary.json")}
     assert len(stamps) == 4
     again = run_compare(TINY, options, tmp_path, quiet=True)

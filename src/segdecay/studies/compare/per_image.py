@@ -1,8 +1,12 @@
-"""Per-image scores of a trained run, for statistics whose unit is the image.
+"""Per-image scores of a trained run, for paired statistics over images or groups of them.
 
 Seeds are few (3-5), so a paired test over seeds has little power; images are many, and
-every variant is scored on the same ones. A per-image mIoU averages the IoU of the classes
-present in that image's label or prediction (a class absent from both says nothing).
+every variant is scored on the same ones (the test averages them per group of correlated
+images first: :func:`segdecay.studies.compare.statistics.paired_by_group`). A per-image
+mIoU averages the IoU of the classes present in that image's label or prediction (a class
+absent from both says nothing). An image whose every pixel is ignored has no score (NaN),
+not 0: it would otherwise count as a total failure of every variant, and the callers leave
+it out of means and tests.
 """
 
 from __future__ import annotations
@@ -28,13 +32,18 @@ def image_confusions(preds: torch.Tensor, target: torch.Tensor, num_classes: int
 
 
 def image_miou(confusion: torch.Tensor) -> torch.Tensor:
-    """Per-image mIoU from ``[N, C, C]`` counts, over classes in the label or prediction."""
+    """Per-image mIoU from ``[N, C, C]`` counts, over classes in the label or prediction.
+
+    NaN for an image without a labelled pixel (no class present): there is nothing to score.
+    """
     cm = confusion.double()
     tp = cm.diagonal(dim1=1, dim2=2)
     union = cm.sum(dim=2) + cm.sum(dim=1) - tp
     present = union > 0
     iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
-    return iou.sum(dim=1) / present.sum(dim=1).clamp(min=1)
+    count = present.sum(dim=1)
+    return torch.where(count > 0, iou.sum(dim=1) / count.clamp(min=1),
+                       iou.new_full((iou.shape[0],), torch.nan))
 
 
 def score_images(run: str | Path, split: SegSplit, num_classes: int,

@@ -71,6 +71,24 @@ def fmt(mean: float, sd: float) -> str:
     return f"{mean:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{mean:.4f}"
 
 
+def units_text(summary: dict[str, Any]) -> str:
+    """What the per-image test pairs over, from compare.json's own record of its unit."""
+    tests = [p["images"] for p in summary["paired"] if p.get("images")]
+    if not tests:
+        return "No per-image test: no variant shares a finished seed with the baseline."
+    s = tests[0]
+    unit, n = s.get("unit", "image"), s.get("n_units", s["n"])
+    how = (f"Over groups: per-image mIoU averaged over seeds, then within each of the {n} "
+           "groups of the split (CamVid: video sequences), variant minus baseline per group."
+           if unit == "group" else
+           f"Over images: per-image mIoU averaged over seeds, variant minus baseline on each "
+           f"of the {n} images (the split has no groups of images).")
+    left = s.get("n_left_out", 0)
+    dropped = (f" {left} image(s) with every pixel ignored have no score and are left out "
+               "for every variant." if left else "")
+    return f"{how} The test's {s.get('unit_note', '')}{dropped}"
+
+
 def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any],
                  summary: dict[str, Any]) -> None:
     """compare.csv and report.html."""
@@ -92,10 +110,11 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
           ", ".join(map(str, v["failed"])) or ""] for v in summary["variants"]])
     rows = []
     for p in summary["paired"]:
-        for unit, key in (("seeds", "eval_miou"), ("images", "images")):
+        for key in ("eval_miou", "images"):
             s = p.get(key)
             if not s:
                 continue
+            unit = "seeds" if key == "eval_miou" else s.get("unit", "image") + "s"
             rows.append([p["variant"], unit, s["n"], s["mean_diff"], s["ci_low"], s["ci_high"],
                          s["p_t"], s.get("p_t_holm"), s["p_wilcoxon"]])
     paired = html_table(["variant", "pairs over", "n", f"mean diff ({split} mIoU)",
@@ -118,9 +137,9 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
          "images). Gap: final train mIoU (clean pass) minus final val mIoU.</p>"),
         (f"Paired differences against '{summary['baseline']}'", paired
          + "<p>Over seeds: each seed's run of the variant minus the baseline's run with the "
-         "same seed. Over images: per-image mIoU averaged over seeds, variant minus baseline "
-         "on each image. Holm corrects the t-test p-values across the variants. With few "
-         "seeds the Wilcoxon test cannot go below p = 2/2^n.</p>"),
+         f"same seed. {units_text(summary)} Holm corrects the t-test p-values across the "
+         "variants (a test that could not be run still counts in the family). With n pairs "
+         "the Wilcoxon test cannot go below p = 2/2^n.</p>"),
         ("Per-class IoU (* rare classes)", class_table + bars),
         ("Learning curves", curves),
         ("Effective learning rate", f"<p>{LR_NOTE}</p>"

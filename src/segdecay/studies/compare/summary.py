@@ -4,7 +4,8 @@ and report.html).
 Every run is scored on the evaluation split (test, or val where there is none) with its
 final weights, per image as well, and the scores are cached in the run folder. The tables
 give mean and sd over seeds; the paired tables give each variant minus the baseline, over
-seeds and over images, with Holm-corrected p-values across the variants.
+seeds and over the split's groups of images (the image where the split has no groups), with
+Holm-corrected p-values across the variants.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from segdecay.fileio import write_json
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.compare.per_image import score_images
 from segdecay.studies.compare.report import fmt, write_report
-from segdecay.studies.compare.statistics import holm, mean_sd, paired_difference
+from segdecay.studies.compare.statistics import holm, mean_sd, paired_by_group, paired_difference
 from segdecay.studies.compare.variants import run_dir
+
+SCORES_VERSION = 2  # 2: an all-ignore image scores NaN (was 0); older caches are rescored
 
 
 def _history(folder: Path) -> list[dict[str, float]]:
@@ -50,15 +53,28 @@ def _scores(folder: Path, split, split_name: str, num_classes: int) -> dict[str,
     if cache.is_file():
         try:
             cached = json.loads(cache.read_text(encoding="utf-8"))
-            if cached.get("summary_mtime_ns") == stamp:
+            if (cached.get("summary_mtime_ns") == stamp
+                    and cached.get("scores_version") == SCORES_VERSION):
                 return cached
         except ValueError:
             pass
     result = score_images(folder, split, num_classes)
     result.pop("confusion", None)
     result["summary_mtime_ns"] = stamp
+    result["scores_version"] = SCORES_VERSION
     write_json(cache, result)
     return result
+
+
+def _scores_list(values: list[float | None]) -> list[float]:
+    """Per-image scores as floats: the cache holds NaN (an unscored image) as null."""
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def image_groups(split) -> list[str]:
+    """The group of each image (CamVid: its video sequence); its own name where none."""
+    groups = list(split.groups)
+    return groups if len(groups) == len(split) else list(split.names)
 
 
 def rare_classes(split, num_classes: int) -> list[int]:
@@ -92,16 +108,17 @@ def collect(base: TrainConfig, options, out: Path, data) -> dict[str, Any]:
                            train_miou=summary["final_train_miou"],
                            gap=summary["final_train_miou"] - summary["final_val_miou"],
                            eval_miou=scores["miou"], eval_iou=scores["iou"],
-                           per_image=scores["per_image_miou"])
+                           per_image=_scores_list(scores["per_image_miou"]))
             else:
                 row["reason"] = summary.get("reason")
             runs.append(row)
     return {"runs": runs, "split": split_name, "class_names": data.info.class_names,
-            "rare": rare_classes(data.train, n), "images": len(split)}
+            "rare": rare_classes(data.train, n), "images": len(split),
+            "groups": image_groups(split)}
 
 
 def _image_means(runs: dict[int, dict], seeds: list[int]) -> list[float]:
-    """Per-image mIoU averaged over the given seeds' runs."""
+    """Per-image mIoU averaged over the given seeds' runs (NaN: an unscored image)."""
     per = [runs[s]["per_image"] for s in seeds]
     return [sum(v) / len(v) for v in zip(*per, strict=True)]
 
@@ -134,11 +151,12 @@ def aggregate(collected: dict[str, Any], options) -> dict[str, Any]:
         for key in ("eval_miou", "val_miou"):
             item[key] = paired_difference([ok[name][s][key] for s in seeds],
                                           [ok[baseline][s][key] for s in seeds])
-        if seeds:  # per image: each variant's seed-mean on the same images
-            item["images"] = paired_difference(_image_means(ok[name], seeds),
-                                               _image_means(ok[baseline], seeds))
+        if seeds:  # each variant's seed-mean per image, averaged per group of images
+            item["images"] = paired_by_group(_image_means(ok[name], seeds),
+                                             _image_means(ok[baseline], seeds),
+                                             collected["groups"])
         paired.append(item)
-    for key in ("eval_miou", "images"):
+    for key in ("eval_miou", "images"):  # the family: every variant asked for
         adjusted = holm([p.get(key, {}).get("p_t", math.nan) for p in paired])
         for p, adj in zip(paired, adjusted, strict=True):
             if key in p:
