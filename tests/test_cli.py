@@ -26,6 +26,9 @@ from segdecay.cli import build_parser, main
 from segdecay.config import TrainConfig
 from segdecay.decay import default_decay_mode
 
+sys.path.insert(0, str(Path(__file__).parent))
+from decay_dynamics import e_folding_steps, log_ratios  # noqa: E402
+
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 SYN_CLASSES = ["background", "disc", "fine_box", "coarse_box", "ellipse", "pole"]
 FAST = ["--epochs", "1", "--batch-size", "4", "--device", "cpu"]
@@ -300,11 +303,14 @@ def test_train_writes_complete_run_folder(run_dir: dict) -> None:
     assert d["mode"] == default_decay_mode(defaults.optimizer)
     assert d["weight_decay"] == pytest.approx(defaults.weight_decay)
     assert d["lr"] == pytest.approx(defaults.lr)
-    # coupled SGD: the decay passes through momentum, so its step is lr/(1-beta)
-    through = defaults.optimizer.startswith("sgd") and d["mode"] == "coupled"
-    eff = defaults.lr / (1 - defaults.momentum) if through else defaults.lr
-    assert d["tau_steps"] == pytest.approx(1.0 / (eff * d["weight_decay"]))
-    assert d["tau_epochs"] == pytest.approx(d["tau_steps"] / decay["steps_per_epoch"])
+    # tau measured, not re-derived: the run's optimizer on a weight with no data gradient
+    # shrinks it by 1/e after tau_steps steps (coupled SGD: 1/(lr/(1-beta)·lambda) = 4000;
+    # a tau without the momentum factor would be 10x off), i.e. after tau_epochs epochs
+    ratios = log_ratios(decay["optimizer"], d["mode"], d["lr"], d["weight_decay"],
+                        2 * round(d["tau_steps"]), momentum=defaults.momentum)
+    steps = e_folding_steps(ratios)
+    assert steps is not None and steps == pytest.approx(d["tau_steps"], rel=0.005)
+    assert steps / decay["steps_per_epoch"] == pytest.approx(d["tau_epochs"], rel=0.005)
     assert 0.0 < d["integrated_shrinkage"] < 1.0
     assert nd["weight_decay"] == 0.0
     assert nd["tau_steps"] is None and nd["tau_epochs"] is None

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import scipy.stats
@@ -123,6 +126,58 @@ def test_lambdas_missing_fits_are_left_out_of_the_paired_comparison():
     assert best == 0.0 and [p.lam for p in points] == [0.0]
 
 
+NAN = math.nan
+
+
+def test_a_lambda_with_a_nan_fold_score_is_left_out_like_a_failed_fit():
+    # 0 has NaN on fold 1 (it used to win lambda.min: max() never replaces a NaN met first)
+    # and 1e-1 on fold 2 (it used to make every paired difference NaN); both are left out.
+    # 1e-3: mean .55, se .05, threshold .5; 1e-2: mean .3, outside. Paired, 2 folds: 1e-2's
+    # diffs (-.2, -.3), mean -.25, corrected SE sqrt((1/2 + 1/1) · .005) = .0866: outside.
+    scores = {0.0: [NAN, 0.9], 1e-3: [0.5, 0.6], 1e-2: [0.3, 0.3], 1e-1: [0.55, math.inf]}
+    unpaired = select_lambda(scores)
+    assert unpaired["lambda_min"] == 1e-3 and unpaired["lambda_1se"] == 1e-3
+    assert unpaired["best_mean"] == pytest.approx(0.55)
+    assert unpaired["threshold"] == pytest.approx(0.5)
+    paired = select_paired(scores, folds=2)
+    assert paired["lambda_min"] == 1e-3 and paired["lambda_1se"] == 1e-3
+    assert [p.lam for p in paired["points"]] == [1e-3, 1e-2]
+    rival = paired["points"][1]
+    assert rival.mean_diff == pytest.approx(-0.25)
+    assert rival.se == pytest.approx(math.sqrt(1.5 * 0.005))
+    with pytest.raises(ValueError, match="no lambda"):
+        select_lambda({0.0: [NAN, 0.5]})
+    with pytest.raises(ValueError, match="no lambda"):
+        select_paired({0.0: [NAN, 0.5]}, folds=2)
+
+
+def test_tied_means_choose_the_smaller_lambda_whatever_the_fold_order():
+    # equal means, scores in opposite fold orders: summed left to right, .3 + .2 + .1 = .6
+    # but .1 + .2 + .3 = .6000000000000001, which used to hand lambda.min to 1e-3
+    scores = {0.0: [0.3, 0.2, 0.1], 1e-3: [0.1, 0.2, 0.3]}
+    unpaired = select_lambda(scores)
+    assert unpaired["lambda_min"] == 0.0
+    assert unpaired["lambda_1se"] == 1e-3  # mean .2 >= .2 - .057735
+    paired = select_paired(scores, folds=3)
+    assert paired["lambda_min"] == 0.0
+    assert paired["within"] == [0.0, 1e-3]  # diffs (-.2, 0, .2): mean 0, SE > 0
+
+
+def test_a_mean_exactly_on_the_threshold_is_within_so_lambda_1se_takes_the_larger_tie():
+    # identical scores: lambda.min is the smaller lambda, and the paired difference of the
+    # larger is 0 with SE 0 (0 >= -0): within, so it is lambda.1se under both rules
+    same = {0.0: [0.4, 0.6], 1e-2: [0.4, 0.6]}
+    assert select_lambda(same)["lambda_min"] == 0.0
+    assert select_lambda(same)["lambda_1se"] == 1e-2
+    paired = select_paired(same, folds=2)
+    assert (paired["lambda_min"], paired["lambda_1se"]) == (0.0, 1e-2)
+    # dyadic scores make the threshold exact: best mean .5, sd sqrt(.125), SE .25, so the
+    # threshold is .25 and a mean of exactly .25 is within
+    edge = select_lambda({0.0: [0.25, 0.75], 1e-2: [0.25, 0.25]})
+    assert edge["best_se"] == 0.25 and edge["threshold"] == 0.25
+    assert edge["lambda_1se"] == 1e-2
+
+
 def test_evidence_that_cannot_separate_says_so_and_names_a_design():
     # diffs -.02 -.03 -.01: mean -.02, sd .01, corrected SE .01 sqrt(1/3 + 1/2) = .00913,
     # t(2) x SE = .039 > .02. Five folds: t(4) .01 sqrt(1/5 + 1/4) = .0186 < .02.
@@ -226,6 +281,63 @@ def test_storage_defaults(tmp_path):
 # ------------------------------------------------------------------ whole studies
 
 
+def _independent_choice(payload: dict) -> dict:
+    """lambda.min and both lambda.1se recomputed from tune.json's fold scores in exact
+    rational arithmetic (not segdecay's selection code), over the complete, non-duplicate
+    trials with every fit (a single lr and decay mode).
+
+    Squares avoid the square roots: a mean is within one SE of the best iff (best - mean)^2
+    <= SE^2 = s^2/n; a paired mean difference d is within iff d >= 0 or d^2 <= (1/J +
+    1/(k-1)) s_d^2 (Nadeau-Bengio over J = folds x repeats differences). Also the corrected
+    paired SEs, as floats, from numpy.
+    """
+    k, fits = payload["folds"], payload["folds"] * payload["repeats"]
+    scores = {t["weight_decay"]: [Fraction(v) for v in t["fold_scores"]]
+              for t in payload["trials"]
+              if t["state"] == "COMPLETE" and t["duplicate_of"] is None
+              and len(t["fold_scores"]) == fits}
+    assert scores, payload["trials"]
+    mean = {lam: sum(s) / len(s) for lam, s in scores.items()}
+    top = max(mean.values())
+    lam_min = min(lam for lam in scores if mean[lam] == top)
+    best = scores[lam_min]
+    se2 = sum((v - top) ** 2 for v in best) / ((fits - 1) * fits)
+    unpaired = max(lam for lam in scores if (top - mean[lam]) ** 2 <= se2)
+    paired, paired_se = [], {}
+    for lam, s in scores.items():
+        diffs = [a - b for a, b in zip(s, best, strict=True)]
+        d = sum(diffs) / fits
+        var = sum((x - d) ** 2 for x in diffs) / (fits - 1)
+        if d >= 0 or d * d <= (Fraction(1, fits) + Fraction(1, k - 1)) * var:
+            paired.append(lam)
+        sd = np.std(np.array(diffs, dtype=float), ddof=1)
+        paired_se[lam] = math.sqrt(1 / fits + 1 / (k - 1)) * sd
+    return {"lambda_min": lam_min, "lambda_1se": max(paired), "lambda_1se_unpaired": unpaired,
+            "within_paired": sorted(paired), "paired_se": paired_se}
+
+
+def _assert_choice_is_recomputed(payload: dict) -> dict:
+    """tune.json's lambda.min, lambda.1se (paired, unpaired) and paired SEs are the
+    independent recomputation's."""
+    expected = _independent_choice(payload)
+    for key in ("lambda_min", "lambda_1se", "lambda_1se_unpaired"):
+        assert payload[key] == expected[key], (key, payload["trials"])
+    assert payload["selection"]["within_paired"] == expected["within_paired"]
+    stored = {p["lam"]: p["se"] for p in payload["selection"]["paired"]}
+    assert stored == pytest.approx(expected["paired_se"], abs=1e-12)
+    return expected
+
+
+def test_the_independent_recomputation_matches_hand_made_folds():
+    """The helper itself on HARD_FOLD (worked by hand above): paired 1e-3, unpaired 1e-2."""
+    trials = [{"weight_decay": lam, "state": "COMPLETE", "duplicate_of": None,
+               "fold_scores": s} for lam, s in HARD_FOLD.items()]
+    got = _independent_choice({"folds": 3, "repeats": 1, "trials": trials})
+    assert (got["lambda_min"], got["lambda_1se"], got["lambda_1se_unpaired"]) == (
+        0.0, 1e-3, 1e-2)
+    assert got["paired_se"][1e-3] == pytest.approx(math.sqrt(7 / 36000))
+
+
 def _tune_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
             "--grid", "0,0.1,1", "--folds", "2", "--epochs", "2", "--batch-size", "4",
@@ -246,6 +358,7 @@ def test_tune_writes_outputs_and_rerun_repeats_nothing(tmp_path):
                    timeout=300)
     payload = json.loads((out / "tune.json").read_text())
     assert {payload["lambda_min"], payload["lambda_1se"]} <= {0.0, 0.1, 1.0}
+    _assert_choice_is_recomputed(payload)  # from the stored fold scores, independently
     assert payload["chosen"] == payload["lambda_1se"]
     assert payload["refit"]["split"] == "test" and 0 <= payload["refit"]["miou"] <= 1
     assert (out / "trials.csv").read_text().count("\n") == 1 + len(payload["trials"])
@@ -314,20 +427,25 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_study_still_chooses(tmp_path):
-    # SGDW with lr*lambda = 0.05 * 1e5 flips and blows up the weights: that trial diverges
+    # Coupled SGD (legal at any lambda: it is the L2 gradient) with lr·lambda = 0.05 x 1e5
+    # multiplies the decayed weights by about 1 - 5000 on the first step: the weight norm
+    # passes 1e4 x its initial value (or turns non-finite) by the end of epoch 1 or 2.
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
            "--grid", "0,0.01,100000", "--folds", "2", "--epochs", "2", "--batch-size", "4",
-           "--optimizer", "sgd", "--lr", "0.05", "--decay-mode", "decoupled",
+           "--optimizer", "sgd", "--lr", "0.05", "--decay-mode", "coupled",
            "--pruner", "none", "--quiet"]
     subprocess.run(cmd, check=True, env=ENV, timeout=300)
     payload = json.loads((out / "tune.json").read_text())
     by_lambda = {t["weight_decay"]: t for t in payload["trials"]}
-    assert by_lambda[100000.0]["state"] == "FAIL"
-    assert "weight norm" in by_lambda[100000.0]["failure"] or "nan" in \
-        by_lambda[100000.0]["failure"]
+    failed = by_lambda[100000.0]
+    assert failed["state"] == "FAIL" and failed["fold_scores"] == []
+    assert re.match(r"(train loss is \S+|weight norm is \S+|weight norm \S+) at epoch [12] "
+                    r".*\(lr 0\.05, lambda 100000\)", failed["failure"]), failed["failure"]
     assert by_lambda[0.0]["state"] == by_lambda[0.01]["state"] == "COMPLETE"
-    assert payload["chosen"] in (0.0, 0.01)
+    assert [p["lam"] for p in payload["selection"]["curve"]] == [0.0, 0.01]
+    expected = _assert_choice_is_recomputed(payload)  # from the two remaining trials alone
+    assert payload["select"] == "1se" and payload["chosen"] == expected["lambda_1se"]
 
 
 def _journal_running_with_progress(path: Path) -> bool:
@@ -502,3 +620,38 @@ def test_tau_grid_means_one_decay_strength_for_sgd_and_adamw(tmp_path, monkeypat
         (trial,) = payload["trials"]
         assert trial["weight_decay"] == pytest.approx(lam) and trial["tau_epochs"] == 5.0
         assert payload["chosen"] == pytest.approx(lam)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("folds, fold_steps, tau_fold", [
+    # 3 folds of TINY's 12 training images: fits on 8, batch 4 -> 2 steps; ratio 3/2 = K/(K-1)
+    (3, 2, 100.0),
+    # 2 folds: fits on 6 -> 1 step (the last batch is dropped), so the ratio is 3, not 2
+    (2, 1, 200.0),
+])
+def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
+        tmp_path, monkeypatch, folds, fold_steps, tau_fold):
+    """The refit trains on all 12 images, batch 4: 3 steps per epoch. Coupled SGD, lr 0.05,
+    momentum 0.9: lr_eff = 0.5, so lambda 0.01 gives tau = 1/(0.5 x 0.01 x steps) epochs:
+    100 at 2 steps, 200 at 1, 66.67 at 3. The folds are scripted; the refit trains."""
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+    from segdecay.studies.tune.summary import REFIT_NOTE
+
+    monkeypatch.setattr(search, "train", _scripted_train)
+    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu")
+    options = TuneOptions(grid=[1e-2], folds=folds, pruner="none", refit=True)
+    payload = run_tune(base, options, tmp_path / "tune", quiet=True)
+    assert payload["chosen"] == 1e-2 and payload["steps_per_epoch_of_fits"] == fold_steps
+    timescale = payload["refit"]["timescale"]
+    assert timescale["steps_per_epoch_fold_fit"] == fold_steps
+    assert timescale["steps_per_epoch_refit"] == 3
+    assert timescale["steps_ratio"] == pytest.approx(3 / fold_steps)
+    assert timescale["tau_epochs_fold_fit"] == pytest.approx(tau_fold)
+    assert timescale["tau_epochs_refit"] == pytest.approx(200 / 3)
+    assert timescale["note"] == REFIT_NOTE
+    on_disk = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert on_disk["refit"]["timescale"] == timescale
+    doc = Path(__file__).parents[1] / "docs" / "weight-decay-faq.md"
+    assert REFIT_NOTE in " ".join(doc.read_text().split())  # the same sentence in the docs

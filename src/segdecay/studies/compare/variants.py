@@ -102,11 +102,13 @@ def load_variants(path: str | Path) -> list[Variant]:
 
 
 def initial_abs_weight(config: TrainConfig, num_classes: int) -> float:
-    """Mean |w| over the decayed tensors of a fresh model (L1 strength matching L2)."""
+    """Mean |w| over the decayed tensors of the model a run starts from (L1 strength matching
+    L2): the seeded initialisation, with the pretrained encoder when the config names one."""
     import torch
 
     torch.manual_seed(config.seed)
-    model = build_model(config.arch, config.encoder, num_classes)
+    model = build_model(config.arch, config.encoder, num_classes,
+                        encoder_weights=config.encoder_weights)
     groups = param_groups(model, config.weight_decay or 1.0, config.no_decay,
                           config.decay_rules)
     decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]

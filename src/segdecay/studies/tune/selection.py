@@ -7,6 +7,13 @@ lambda.1se is the largest lambda whose mean CV score is within one standard erro
 best mean: the most regularized model the data cannot tell apart from the best. Fold scores
 share training data, so this standard error underestimates the true variance (Bengio &
 Grandvalet 2004); repeated CV (``--repeats``) makes it steadier, not unbiased.
+
+Both rules leave out a lambda with a non-finite (NaN, inf) fold score, as the tune leaves
+out a trial with a failed fit: a NaN neither wins nor blocks the comparison. Ties are
+broken deterministically: means are exactly rounded sums (``math.fsum``), so the fold order
+cannot split a tie; lambda.min is the smallest of the lambdas tied for the best mean, and a
+mean exactly on the threshold (a paired difference exactly -SE, or 0 with SE 0) counts as
+within, so lambda.1se is the largest of the tied ones.
 """
 
 from __future__ import annotations
@@ -28,21 +35,31 @@ class CVPoint:
 
 
 def summarize(scores: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n)); SE is 0 for a single score."""
+    """Mean and standard error (sample std / sqrt(n)); SE is 0 for a single score.
+
+    The mean is an exactly rounded sum over n, so reordering the scores cannot change it
+    (and cannot break a tie between lambdas)."""
     n = len(scores)
     if n == 0:
         return math.nan, math.nan
-    mean = sum(scores) / n
+    mean = math.fsum(scores) / n
     if n == 1:
         return mean, 0.0
-    var = sum((s - mean) ** 2 for s in scores) / (n - 1)
+    var = math.fsum((s - mean) ** 2 for s in scores) / (n - 1)
     return mean, math.sqrt(var / n)
 
 
+def scored(results: Mapping[float, Sequence[float]]) -> dict[float, list[float]]:
+    """The lambdas whose fold scores are all finite: a NaN or inf score is a failed fit, and
+    the lambda is left out as the tune leaves out a trial with a failed fit."""
+    return {lam: list(s) for lam, s in results.items() if all(math.isfinite(v) for v in s)}
+
+
 def cv_points(results: Mapping[float, Sequence[float]]) -> list[CVPoint]:
-    """One CVPoint per lambda with at least one score, sorted by lambda."""
+    """One CVPoint per lambda with at least one score and none non-finite, sorted by
+    lambda."""
     points = []
-    for lam, scores in sorted(results.items()):
+    for lam, scores in sorted(scored(results).items()):
         if scores:
             mean, se = summarize(list(scores))
             points.append(CVPoint(lam, mean, se, len(scores)))
@@ -50,7 +67,10 @@ def cv_points(results: Mapping[float, Sequence[float]]) -> list[CVPoint]:
 
 
 def select_lambda(results: Mapping[float, Sequence[float]]) -> dict[str, float]:
-    """``{'lambda_min', 'lambda_1se', 'best_mean', 'best_se', 'threshold'}`` (higher is better)."""
+    """``{'lambda_min', 'lambda_1se', 'best_mean', 'best_se', 'threshold'}`` (higher is better).
+
+    lambda.min is the smallest lambda of the best mean; a mean equal to the threshold is
+    within. Lambdas with a non-finite score are left out (see the module docstring)."""
     points = cv_points(results)
     if not points:
         raise ValueError("no lambda has a finished cross-validation score")
@@ -104,15 +124,17 @@ def paired_points(results: Mapping[float, Sequence[float]], folds: int
     on ties.
 
     ``results[lam]`` lists the fit scores in one order shared by every lambda (repeat by
-    repeat, fold by fold); lambdas with fewer scores than the most complete are left out.
+    repeat, fold by fold); lambdas with fewer scores than the most complete, or with a
+    non-finite score (a failed fit), are left out.
     """
     from scipy import stats
 
-    n = max((len(s) for s in results.values()), default=0)
-    full = {lam: list(s) for lam, s in results.items() if len(s) == n and n > 0}
+    finite = scored(results)
+    n = max((len(s) for s in finite.values()), default=0)
+    full = {lam: s for lam, s in finite.items() if len(s) == n and n > 0}
     if not full:
         return None, []
-    best = max(full, key=lambda lam: (sum(full[lam]) / n, -lam))
+    best = max(full, key=lambda lam: (math.fsum(full[lam]) / n, -lam))
     points = []
     for lam in sorted(full):
         diffs = [a - b for a, b in zip(full[lam], full[best], strict=True)]
@@ -126,7 +148,8 @@ def paired_points(results: Mapping[float, Sequence[float]], folds: int
 
 def select_paired(results: Mapping[float, Sequence[float]], folds: int) -> dict[str, Any]:
     """lambda.1se under the paired rule: the largest lambda whose mean paired difference
-    from the best is within one (corrected) paired SE; with the points it was chosen from."""
+    from the best is within one (corrected) paired SE, a difference of exactly -SE
+    included; with the points it was chosen from."""
     best, points = paired_points(results, folds)
     if best is None:
         raise ValueError("no lambda has a finished cross-validation score")

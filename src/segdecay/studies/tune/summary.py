@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import shutil
 from collections import defaultdict
@@ -99,8 +100,11 @@ def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
     by_setting: dict[tuple, dict[float, list[float]]] = defaultdict(dict)
     for r in complete:
         by_setting[(r["lr"], r["decay_mode"])][r["weight_decay"]] = r["fold_scores"]
-    best_setting = max(by_setting, key=lambda k: max(
-        p.mean for p in cv_points(by_setting[k])))
+    curves = {k: cv_points(v) for k, v in by_setting.items()}
+    curves = {k: c for k, c in curves.items() if c}  # every lambda had a non-finite score
+    if not curves:
+        return {}
+    best_setting = max(curves, key=lambda k: max(p.mean for p in curves[k]))
     results = by_setting[best_setting]
     unpaired = select_lambda(results)
     paired = select_paired(results, folds)
@@ -132,7 +136,35 @@ def _judge(choice: dict[str, Any], options, facts: dict[str, Any]) -> dict[str, 
     return evidence
 
 
-def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say) -> dict[str, Any]:
+REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambda, epochs "
+              "and batch size, so it takes about K/(K-1) times their optimizer steps per "
+              "epoch and its decay timescale tau in epochs is shorter by that ratio: each "
+              "image is seen as often as in a fold fit, but the weights decay over more "
+              "steps.")
+
+
+def refit_timescale(base: TrainConfig, choice: dict, lam: float, fold_steps: float | None,
+                    refit_steps: int) -> dict[str, Any]:
+    """Steps per epoch and tau in epochs of a fold fit and of the refit: the refit keeps
+    lambda, so its decay per epoch is stronger by the ratio of their steps (REFIT_NOTE)."""
+    mode, lr = trial_decay({"decay_mode": choice["decay_mode"], "lr": choice["lr"]}, base)
+
+    def tau(steps: float | None) -> float | None:
+        if not steps:
+            return None
+        value = tau_for_lambda(lam, steps, base.optimizer, mode, lr, base.momentum)
+        return value if math.isfinite(value) else None
+
+    return {"steps_per_epoch_fold_fit": fold_steps, "steps_per_epoch_refit": refit_steps,
+            "steps_ratio": refit_steps / fold_steps if fold_steps else None,
+            "tau_epochs_fold_fit": tau(fold_steps), "tau_epochs_refit": tau(refit_steps),
+            "note": REFIT_NOTE}
+
+
+def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say,
+           fold_steps: float | None = None) -> dict[str, Any]:
+    """Retrain on the whole training split with the chosen lambda and score it, recording
+    how its decay timescale differs from the fold fits' (same lambda, more steps)."""
     out = run_dir / "refit"
     config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"])
     if is_finished(out):
@@ -146,7 +178,13 @@ def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say) -> d
     return {"run": str(out), "weight_decay": lam, "split": result["split"],
             "miou": result["miou"],
             "iou": result["iou"], "class_names": result["class_names"],
-            "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"]}
+            "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"],
+            "timescale": refit_timescale(base, choice, lam, fold_steps, _run_steps(out))}
+
+
+def _run_steps(out: Path) -> int:
+    """Optimizer steps per epoch a finished run took, as its decay.json records them."""
+    return int(json.loads((out / "decay.json").read_text())["steps_per_epoch"])
 
 
 def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds: float,
@@ -195,7 +233,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
             if payload["evidence"].get(key):
                 say(payload["evidence"][key])
         if options.refit:
-            payload["refit"] = _refit(base, choice, chosen, run_dir, say)
+            payload["refit"] = _refit(base, choice, chosen, run_dir, say,
+                                      study.user_attrs.get("steps_per_epoch"))
             say(f"refit {payload['refit']['split']} mIoU {payload['refit']['miou']:.4f}")
     else:
         say("no trial has completed every fold yet: no lambda chosen")
