@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -81,7 +80,7 @@ def test_a_models_own_no_weight_decay_list_is_honoured_with_its_prefix():
 
 
 def test_vit_encoder_keeps_cls_token_and_pos_embed_undecayed():
-    model = smp.DPT("tu-vit_tiny_patch16_224", encoder_weights=None, classes=3)
+    model = build_model("dpt", "tu-vit_tiny_patch16_224", 3)  # smp's timm-universal encoder
     params = dict(model.named_parameters())
     tokens = {"encoder.model.cls_token", "encoder.model.pos_embed"}
     assert all(params[n].ndim == 3 for n in tokens)  # the ndim rule alone would decay them
@@ -163,3 +162,10 @@ def test_train_refuses_decoupled_decay_with_lr_times_lambda_at_least_one(tmp_pat
     line, = err.strip().splitlines()
     assert "--lr 1 x --weight-decay 1000 = 1000 >= 1" in line
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_timm_universal_encoders_are_accepted_and_unknown_ones_named():
+    model = build_model("unet", "tu-mobilenetv3_small_050", 3)
+    assert type(model.encoder).__name__ == "TimmUniversalEncoder"
+    with pytest.raises(UserError, match="timm has no model 'no_such_net'"):
+        build_model("unet", "tu-no_such_net", 3)

@@ -57,7 +57,7 @@ class TrainConfig:
     # model
     arch: str = option("unet", "smp architecture (unet, fpn, deeplabv3plus, ...)")
     encoder: str = option("resnet18", "smp encoder (resnet18, mobilenet_v2, efficientnet-b0, "
-                          "...)")
+                          "..., or tu-NAME for any timm model)")
     encoder_weights: str | None = option(None, "pretrained encoder weights (needs a download)")
     dropout: float = option(0.0, "Dropout2d probability before the segmentation head")
     # optimization

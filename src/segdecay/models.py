@@ -43,6 +43,13 @@ def upgrade_state_dict(state: dict) -> dict:
             for k, v in state.items()}
 
 
+def _timm_universal(encoder: str) -> bool:
+    """smp's ``tu-NAME`` encoders wrap any timm model (ViTs, ConvNeXts, MobileNetV3s)."""
+    import timm
+
+    return encoder.startswith("tu-") and timm.is_model(encoder[3:])
+
+
 def build_model(
     arch: str,
     encoder: str,
@@ -57,9 +64,11 @@ def build_model(
     if arch.lower() not in known:
         raise UserError(f"--arch '{arch}': unknown architecture; choose one of {', '.join(known)}")
     encoders = smp.encoders.get_encoder_names()
-    if encoder not in encoders:
+    if encoder not in encoders and not _timm_universal(encoder):
         close = [e for e in encoders if encoder.split("-")[0] in e][:8]
         hint = f" (similar: {', '.join(close)})" if close else ""
+        if encoder.startswith("tu-"):
+            hint = f": timm has no model '{encoder[3:]}' (timm.list_models() names them)"
         raise UserError(f"--encoder '{encoder}': unknown smp encoder{hint}")
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"--dropout {dropout}: must be in [0, 1)")
