@@ -105,3 +105,17 @@ def test_each_decay_mode_trains_and_is_recorded(tmp_path, mode):
     else:
         assert row["train_loss"] == row["data_loss"]
     assert row["reg_term"] > 0
+
+
+def test_validating_only_at_the_end_changes_no_number_of_the_run(tmp_path):
+    # What lets a tune's race fits skip per-epoch validation: evaluation draws no random
+    # numbers and leaves BatchNorm statistics alone, so the weights and final scores match.
+    every = train(replace(TINY, epochs=3, eval_every=1), tmp_path / "every")
+    once = train(replace(TINY, epochs=3, eval_every=3), tmp_path / "once")
+    assert once["final_val_miou"] == every["final_val_miou"]
+    assert once["final_train_miou"] == every["final_train_miou"]
+    a = load_checkpoint(tmp_path / "every" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "once" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = load_checkpoint(tmp_path / "once" / "last.pt")["history"]
+    assert [r["val_miou"] is None for r in rows] == [True, True, False]

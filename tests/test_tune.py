@@ -405,7 +405,9 @@ def test_killed_worker_trial_is_failed_and_retried_without_duplicates(tmp_path):
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
     with postgres_server() as url:
         out_a, out_b = tmp_path / "a", tmp_path / "b"
-        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1,3,10"]
+        # the default race pruner, deciding from trials the other worker wrote
+        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1,3,10",
+                  "--pruner", "race"]
         procs = [subprocess.Popen(_tune_cmd(out, *common), env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
                  for out in (out_a, out_b)]
@@ -413,9 +415,14 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
         assert [p.returncode for p in procs] == [0, 0], logs
         storage = optuna.storages.RDBStorage(url)
         study = optuna.load_study(study_name="shared", storage=storage)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        states = optuna.trial.TrialState
+        done = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED)
+                and "duplicate_of" not in t.user_attrs]  # both workers drew it: one ran
         assert sorted(t.params["weight_decay"] for t in done) == [0, 0.01, 0.1, 1, 3, 10]
         assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers did trials
+        for t in done:  # 2 folds: a complete trial has both, a dropped one exactly its first
+            assert len(t.intermediate_values) == (2 if t.state == states.COMPLETE else 1)
+            assert len(t.user_attrs["fold_scores"]) == len(t.intermediate_values)
         storage.remove_session()
         storage.engine.dispose()
     for out, log in zip((out_a, out_b), logs, strict=True):
@@ -536,10 +543,14 @@ FOLD_LEVEL = [0.6, 0.4, 0.2]  # fold 1 easy, fold 3 hard, for every lambda
 LAMBDA_LOSS = {0.0: 0.004, 1e-3: 0.0, 1e-2: 0.002, 1.0: 0.15, 3.0: 0.3}
 
 
+EVAL_EVERY_SEEN: list[int] = []
+
+
 def _scripted_train(config, out, *, data, log, on_epoch, checkpoints):
     """Stands in for training in the tune's objective: fold f of lambda scores its fold
     level minus its lambda's loss, with a small fixed jitter, after every epoch."""
     f = int(Path(out).name.split("f")[-1])
+    EVAL_EVERY_SEEN.append(config.eval_every)
     jitter = 0.003 * ((f * 7 + round(1e4 * config.weight_decay)) % 3 - 1)
     score = FOLD_LEVEL[f] - LAMBDA_LOSS[config.weight_decay] + jitter
     for epoch in range(1, config.epochs + 1):
@@ -570,10 +581,15 @@ def test_race_in_a_tune_records_every_decision_and_drops_only_at_whole_fold_scor
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=4, batch_size=4)
     grid = sorted(LAMBDA_LOSS)
+    EVAL_EVERY_SEEN.clear()
     race = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="race"),
                     tmp_path / "race", quiet=True)
+    # the race reads each fit's final score only: its fits validate once, at the end
+    assert EVAL_EVERY_SEEN and set(EVAL_EVERY_SEEN) == {base.epochs}
+    EVAL_EVERY_SEEN.clear()
     full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none"),
                     tmp_path / "full", quiet=True)
+    assert set(EVAL_EVERY_SEEN) == {1}  # per-epoch curves, as the pruning replay needs
     assert decisions and all(1 <= d.fits_done < 3 for d in decisions)
     pruned = [t for t in race["trials"] if t["pruned"]]
     assert {t["weight_decay"] for t in pruned} <= {1.0, 3.0} and pruned, race["trials"]

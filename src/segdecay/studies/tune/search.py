@@ -143,10 +143,13 @@ class Objective:
         overrides = config_overrides(params, self.base, self.steps_per_epoch)
         if "tau_epochs" in params:  # the lambda it converted to (a lambda grid has it in params)
             trial.set_user_attr("weight_decay", overrides["weight_decay"])
-        config = replace(self.base, eval_every=1, **overrides)
+        per_fold = reports_per_fold(self.options)
+        # Per-epoch pruners need a val score every epoch; the others use a fit's final score
+        # alone, so their fits validate once, at the end (the weights are the same either way).
+        eval_every = self.base.epochs if per_fold else 1
+        config = replace(self.base, eval_every=max(1, eval_every), **overrides)
         epochs_per_fit = config.epochs
         scores, train_scores, norms, epochs_run = [], [], [], 0
-        per_fold = reports_per_fold(self.options)
         for i, (r, f, data) in enumerate(self.fits):
             out = self.run_dir / "trials" / f"{trial.number:04d}" / f"r{r}f{f}"
 
