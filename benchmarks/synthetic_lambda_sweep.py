@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from segdecay.cli.demo import DEMO_CONFIG
+from segdecay.cli.demo import SGD_DEMO_CONFIG
 from segdecay.training import Log, train
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         for lam in lambdas:
             for seed in seeds:
                 out = Path(tmp) / f"wd{lam}_s{seed}"
-                s = train(replace(DEMO_CONFIG, epochs=40, weight_decay=lam, seed=seed), out,
+                s = train(replace(SGD_DEMO_CONFIG, epochs=40, weight_decay=lam, seed=seed), out,
                           log=Log(quiet=True))
                 import json
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from segdecay.cli.demo import DEMO_CONFIG
+from segdecay.cli.demo import SGD_DEMO_CONFIG
 from segdecay.config import TrainConfig
 from segdecay.studies.tune import TuneOptions, parse_grid, run_tune
 from segdecay.studies.tune.search import _pruner, reports_per_fold
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--select", default="1se", choices=["1se", "1se-unpaired", "min"])
     parser.add_argument("--recipe", default="default", choices=["default", "demo"],
-                        help="TrainConfig defaults, or the demo's recipe")
+                        help="TrainConfig defaults, or the earlier SGD demo recipe (40 epochs)")
     parser.add_argument("--verify", action="store_true",
                         help="also run the first pruner for real and compare with the replay")
     parser.add_argument("--keep", default=None,
@@ -100,7 +100,7 @@ def main() -> None:
     print(f"{'seed':>4} {'pruner':>9} {'fraction':>8} {'lambda full':>11} "
           f"{'lambda pruned':>13} {'same':>5} {'same/adjacent':>13} {'interior':>8}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        base = replace(DEMO_CONFIG if args.recipe == "demo" else TrainConfig(),
+        base = replace(SGD_DEMO_CONFIG if args.recipe == "demo" else TrainConfig(),
                        data=args.data, seed=seed)
         with tempfile.TemporaryDirectory() as scratch:
             tmp = Path(args.keep) / f"seed{seed}" if args.keep else Path(scratch)

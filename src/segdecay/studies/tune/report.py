@@ -21,9 +21,14 @@ def _tau_axis(ax, payload: dict[str, Any]) -> None:
     ticks = [lam for lam, tau in sorted(taus.items()) if _finite(tau)]
     if not ticks:
         return
-    top = ax.secondary_xaxis("top")
-    top.set_xticks(ticks, [f"{taus[lam]:.3g}" for lam in ticks], fontsize=7)
-    top.set_xlabel("tau (epochs)", fontsize=8)
+    # Labels at each lambda's own data position: a secondary axis would rebuild the symlog
+    # scale with default parameters and put them a decade off.
+    for lam in ticks:
+        ax.annotate(f"{taus[lam]:.3g}", xy=(lam, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=7)
+    ax.annotate("tau (epochs)", xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 12),
+                textcoords="offset points", ha="center", va="bottom", fontsize=8)
 
 
 def _paired_figure(sel: dict[str, Any]) -> str:
