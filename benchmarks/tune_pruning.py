@@ -25,12 +25,18 @@ from pathlib import Path
 
 import optuna
 
-from segdecay.cli.demo import SGD_DEMO_CONFIG
+from segdecay.cli.demo import DEMO_CONFIG, SGD_DEMO_CONFIG
 from segdecay.config import TrainConfig
 from segdecay.studies.tune import TuneOptions, parse_grid, run_tune
 from segdecay.studies.tune.search import _pruner, reports_per_fold
 from segdecay.studies.tune.selection import select_lambda, select_paired
 from segdecay.studies.tune.storage import resolve_storage_url
+
+# camvid-reduced: the README's reduced CamVid tune (SGD defaults, 96x128, light
+# augmentation, 10 epochs), for --data camvid:../shared/data/camvid.
+RECIPES = {"default": TrainConfig(), "demo": SGD_DEMO_CONFIG, "demo-adamw": DEMO_CONFIG,
+           "camvid-reduced": TrainConfig(size=[96, 128], eval_size=[96, 128], augment="light",
+                                         epochs=10)}
 
 
 def recorded_trials(run_dir: Path, options: TuneOptions) -> list[dict]:
@@ -88,8 +94,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--select", default="1se", choices=["1se", "1se-unpaired", "min"])
-    parser.add_argument("--recipe", default="default", choices=["default", "demo"],
-                        help="TrainConfig defaults, or the earlier SGD demo recipe (40 epochs)")
+    parser.add_argument("--recipe", default="default", choices=list(RECIPES),
+                        help="TrainConfig defaults, the earlier SGD demo recipe (40 epochs), "
+                             "the demo's AdamW recipe (10 epochs), or reduced CamVid")
     parser.add_argument("--verify", action="store_true",
                         help="also run the first pruner for real and compare with the replay")
     parser.add_argument("--keep", default=None,
@@ -100,8 +107,7 @@ def main() -> None:
     print(f"{'seed':>4} {'pruner':>9} {'fraction':>8} {'lambda full':>11} "
           f"{'lambda pruned':>13} {'same':>5} {'same/adjacent':>13} {'interior':>8}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        base = replace(SGD_DEMO_CONFIG if args.recipe == "demo" else TrainConfig(),
-                       data=args.data, seed=seed)
+        base = replace(RECIPES[args.recipe], data=args.data, seed=seed)
         with tempfile.TemporaryDirectory() as scratch:
             tmp = Path(args.keep) / f"seed{seed}" if args.keep else Path(scratch)
             full_opts = TuneOptions(grid=grid, folds=args.folds, pruner="none",
