@@ -45,6 +45,11 @@ class SGDW(torch.optim.SGD):
         return super().step(closure)
 
 
+# Why lr·lambda >= 1 is refused, in every message that refuses it (train and tune).
+SIGN_FLIP = ("decoupled decay (SGDW, AdamW) would multiply the weights by 1 - lr·lambda <= 0 "
+             "each step")
+
+
 def check_decoupled_step(lr: float, lam: float, group: str = "decay") -> None:
     """SGDW and AdamW multiply w by 1 - lr·lambda: at lr·lambda >= 1 that flips or zeroes
     every decayed weight.
@@ -55,9 +60,7 @@ def check_decoupled_step(lr: float, lam: float, group: str = "decay") -> None:
     if lr * lam >= 1:
         what = ("--weight-decay" if group in ("decay", "params") else
                 f"lambda of group {group} (--weight-decay x its multiplier)")
-        raise UserError(f"--lr {lr:g} x {what} {lam:g} = {lr * lam:g} >= 1: "
-                        "decoupled decay (SGDW, AdamW) would multiply the weights by "
-                        "1 - lr·lambda <= 0 each step; "
+        raise UserError(f"--lr {lr:g} x {what} {lam:g} = {lr * lam:g} >= 1: {SIGN_FLIP}; "
                         "lower one of them")
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from segdecay.decay import default_decay_mode
+from segdecay.decay.optimizers import SIGN_FLIP
 from segdecay.errors import UserError
 
 SEARCHES = ("grid", "random", "tpe")
@@ -117,9 +118,7 @@ def validate_against(options: TuneOptions, optimizer: str, decay_mode: str | Non
         bad = [lam for lam in lams if rate * lam >= 1]
         if bad:
             raise UserError(f"{option} lambda {max(bad):g} with --lr {rate:g}: lr·lambda = "
-                            f"{rate * max(bad):g} >= 1, so decoupled decay (SGDW, AdamW) "
-                            "would multiply the weights by 1 - lr·lambda <= 0 each step; "
-                            "lower the grid")
+                            f"{rate * max(bad):g} >= 1, so {SIGN_FLIP}; lower the grid")
 
 
 def wilcoxon_min_fits() -> int:

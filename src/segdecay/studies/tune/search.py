@@ -146,8 +146,8 @@ class Objective:
         per_fold = reports_per_fold(self.options)
         # Per-epoch pruners need a val score every epoch; the others use a fit's final score
         # alone, so their fits validate once, at the end (the weights are the same either way).
-        eval_every = self.base.epochs if per_fold else 1
-        config = replace(self.base, eval_every=max(1, eval_every), **overrides)
+        config = replace(self.base, eval_every=self.base.epochs if per_fold else 1,
+                         **overrides)
         epochs_per_fit = config.epochs
         scores, train_scores, norms, epochs_run = [], [], [], 0
         for i, (r, f, data) in enumerate(self.fits):
