@@ -35,7 +35,11 @@ import torch.nn.functional as F
 
 from segdecay.config import TrainConfig, parse_size
 from segdecay.data import load_dataset
-from segdecay.data.transforms import MEAN, STD
+from segdecay.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segdecay.decay.defaults import optimizer_defaults
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 class PlainDataset(torch.utils.data.Dataset):
@@ -48,7 +52,7 @@ class PlainDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        x = (self.images[i].float() / 255.0 - MEAN[0]) / STD[0]
+        x = (self.images[i].float() / 255.0 - MEAN) / STD
         y = self.masks[i].long()
         if torch.rand(()) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
@@ -70,6 +74,7 @@ def plain_loop(images, masks, num_classes: int, config: TrainConfig, steps: int)
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)
+    config = optimizer_defaults(config)[0]
     model = smp.Unet(config.encoder, encoder_weights=None, classes=num_classes)
     if config.optimizer.startswith("sgd"):
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -168,7 +173,8 @@ def main() -> None:
     args = parser.parse_args()
     hw = parse_size(args.size, "--size")
     spec = f"synthetic:size={max(hw)},n_train={args.images},n_val=8,n_test=8"
-    base = TrainConfig(data=spec, size=list(hw), batch_size=args.batch_size, augment="flip")
+    base = TrainConfig(data=spec, size=list(hw), batch_size=args.batch_size, augment="flip",
+                       loss="ce")  # the plain loop's loss
     data = load_dataset(spec)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"U-Net/{base.encoder}, batch {base.batch_size}, {hw[0]}x{hw[1]}, "

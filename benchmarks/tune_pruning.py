@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from segdecay.cli.demo import DEMO_CONFIG, SGD_DEMO_CONFIG
+from segdecay.cli.demo import DEMO_CONFIG, MEASURED_WITH, SGD_DEMO_CONFIG
 from segdecay.config import TrainConfig
 from segdecay.studies.tune import TuneOptions, parse_grid, run_tune
 from segdecay.studies.tune.search import _pruner, reports_per_fold
@@ -34,9 +34,11 @@ from segdecay.studies.tune.storage import resolve_storage_url
 
 # camvid-reduced: the README's reduced CamVid tune (SGD defaults, 96x128, light
 # augmentation, 10 epochs), for --data camvid:../shared/data/camvid.
-RECIPES = {"default": TrainConfig(), "demo": SGD_DEMO_CONFIG, "demo-adamw": DEMO_CONFIG,
+# Every recipe keeps the CE loss and ImageNet statistics its README figures were measured with.
+RECIPES = {"default": TrainConfig(**MEASURED_WITH), "demo": SGD_DEMO_CONFIG,
+           "demo-adamw": DEMO_CONFIG,
            "camvid-reduced": TrainConfig(size=[96, 128], eval_size=[96, 128], augment="light",
-                                         epochs=10)}
+                                         epochs=10, **MEASURED_WITH)}
 
 
 def recorded_trials(run_dir: Path, options: TuneOptions) -> list[dict]:

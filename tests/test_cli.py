@@ -301,8 +301,8 @@ def test_train_writes_complete_run_folder(run_dir: dict) -> None:
     defaults = TrainConfig()
     assert decay["optimizer"] == defaults.optimizer
     assert d["mode"] == default_decay_mode(defaults.optimizer)
-    assert d["weight_decay"] == pytest.approx(defaults.weight_decay)
-    assert d["lr"] == pytest.approx(defaults.lr)
+    assert d["weight_decay"] == pytest.approx(5e-4)  # SGD's documented defaults
+    assert d["lr"] == pytest.approx(0.05)
     # tau measured, not re-derived: the run's optimizer on a weight with no data gradient
     # shrinks it by 1/e after tau_steps steps (coupled SGD: 1/(lr/(1-beta)·lambda) = 4000;
     # a tau without the momentum factor would be 10x off), i.e. after tau_epochs epochs
@@ -446,7 +446,7 @@ def test_choices_are_declared_once_with_their_fields() -> None:
     declared = {name: f.metadata["choices"] for name, f in TrainConfig.fields().items()
                 if f.metadata["choices"]}
     assert set(declared) == {"optimizer", "schedule", "decay_mode", "no_decay", "loss",
-                             "class_weights", "augment"}
+                             "class_weights", "augment", "normalize"}
     for name, choices in declared.items():
         assert tuple(by_flag[option_name(name)].choices) == choices, name
     assert tuple(PRESETS) == config.AUGMENTS

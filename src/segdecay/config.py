@@ -29,7 +29,8 @@ DECAY_MODES = ("penalty", "coupled", "decoupled")
 NO_DECAY = ("ndim<2", "norm+bias", "none")
 LOSSES = ("ce", "dice", "focal", "ce+dice", "lovasz")
 CLASS_WEIGHTS = ("none", "inverse", "median", "enet")
-AUGMENTS = ("none", "flip", "light", "strong")
+AUGMENTS = ("none", "flip", "light", "strong", "d4")
+NORMALIZE = ("auto", "dataset", "imagenet")
 
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
@@ -63,13 +64,16 @@ class TrainConfig:
     # optimization
     optimizer: str = option("sgd", "sgd | sgd-nesterov | adam | adamw (decoupled)",
                             choices=OPTIMIZERS)
-    lr: float = option(0.05, "base learning rate")
+    lr: float | None = option(None, "base learning rate; unset: 0.05 for SGD, 1e-3 for Adam/"
+                              "AdamW")
     momentum: float = option(0.9, "SGD momentum (beta1 of Adam is fixed at 0.9)")
     schedule: str = option("poly", "lr schedule per step: poly | cosine | constant",
                            choices=SCHEDULES)
     warmup_epochs: float = option(0.0, "linear warmup length in epochs")
     # regularization
-    weight_decay: float = option(5e-4, "lambda in L = L_data + (lambda/2)·sum(w^2)")
+    weight_decay: float | None = option(
+        None, "lambda in L = L_data + (lambda/2)·sum(w^2); unset: 5e-4 for SGD, the same "
+        "timescale for AdamW (lambda = 2.5e-4/lr), 1e-4 for Adam + L2")
     decay_mode: str | None = option(None, "penalty (loss) | coupled (grad) | decoupled "
                                     "(shrink)", choices=DECAY_MODES)
     l1: float = option(0.0, "alpha of an L1 penalty alpha·sum|w| on the decayed tensors")
@@ -78,8 +82,9 @@ class TrainConfig:
                                     flag="--decay-rule", metavar="PATTERN=MULT",
                                     repeatable=True)
     # loss
-    loss: str = option("ce", "data loss (segmentation_models_pytorch losses; ce+dice sums "
-                       "both)", choices=LOSSES)
+    loss: str | None = option(None, "data loss (segmentation_models_pytorch losses; ce+dice "
+                              "sums both); unset: ce+dice when a class covers under 5% of "
+                              "the training pixels, else ce", choices=LOSSES)
     class_weights: str = option("none", "CE weights: inverse | median | enet",
                                 choices=CLASS_WEIGHTS)
     # schedule of work
@@ -89,9 +94,17 @@ class TrainConfig:
     size: list[int] | None = option(None, "training input HxW (images resized); default "
                                     "native")
     crop: list[int] | None = option(None, "random crop HxW taken from the resized image")
-    eval_size: list[int] | None = option(None, "input HxW at evaluation (default native)")
+    eval_size: list[int] | None = option(None, "input HxW at evaluation, or native; unset: "
+                                         "--size (else native)")
     augment: str = option("flip", "none | flip | light (+ scale 0.75-1.25) | strong (+ "
-                          "jitter)", choices=AUGMENTS)
+                          "jitter) | d4 (flips both ways + 90-degree turns of square inputs: "
+                          "orientation-free images)", choices=AUGMENTS)
+    normalize: str = option("auto", "input mean/std: dataset (the training images' own) | "
+                            "imagenet; auto: dataset from scratch, imagenet with "
+                            "--encoder-weights", choices=NORMALIZE)
+    input_mean: list[float] | None = option(None, "per-channel input mean on a 0..1 scale "
+                                            "(set by --normalize; stored with the run)")
+    input_std: list[float] | None = option(None, "per-channel input std on a 0..1 scale")
     # execution
     seed: int = option(0, "seed of weights, batch order and augmentation")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
@@ -99,7 +112,8 @@ class TrainConfig:
     amp: bool | None = option(None, "bf16 autocast; unset: on where native (AVX512-BF16/AMX, "
                               "GPU)")
     compile: bool = option(False, "torch.compile the model (falls back to eager if it fails)")
-    eval_every: int = option(1, "validate every N epochs (and always at the end)")
+    eval_every: int | None = option(None, "validate every N epochs (and always at the "
+                                    "end); unset: about 10-20 validations per run")
     sync_bn: bool = option(False, "SyncBatchNorm across DDP processes")
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,8 +150,9 @@ def value_type(name: str) -> ValueType:
 
 def parse_size(text: str | list | tuple | None, option: str) -> tuple[int, int] | None:
     """'HxW' or 'S' -> (H, W); None passes through. Errors name the option."""
-    if text is None or text == "":
-        return None
+    if text is None or text == "" or (isinstance(text, (list, tuple)) and not text) or (
+            isinstance(text, str) and text.strip().lower() == "native"):
+        return None  # native size (an empty list is --eval-size native)
     if isinstance(text, (list, tuple)):
         parts = [str(v) for v in text]
     else:
@@ -189,12 +204,17 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if vt.kind is bool:
             return _coerce_bool(value)
         if vt.kind is list and vt.item is int:
+            if name == "eval_size" and (value == "native" or (
+                    isinstance(value, (list, tuple)) and not value)):
+                return []  # evaluate at the images' own size
             if isinstance(value, str):
                 return list(parse_size(value, _label(name, source)))
             if not isinstance(value, (list, tuple)) or not all(_is_whole(v) for v in value):
                 raise ValueError
             # Same rules as the HxW text form: one or two sides, each at least 8.
             return list(parse_size([int(v) for v in value], _label(name, source)))
+        if vt.kind is list and vt.item is float:
+            return _float_triple(value)
         if vt.kind is list:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
@@ -205,6 +225,18 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     except (TypeError, ValueError, OverflowError) as exc:  # int(inf) overflows
         raise UserError(f"{source}: '{name}' has a bad value {value!r} (expected "
                         f"{_type_text(vt)})") from exc
+
+
+def _float_triple(value: Any) -> list[float]:
+    """Three finite floats (one per RGB channel) from 'A,B,C' or a list."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or len(items) != 3 or any(
+            isinstance(v, bool) for v in items):
+        raise ValueError
+    floats = [float(v) for v in items]
+    if not all(math.isfinite(v) for v in floats):
+        raise ValueError
+    return floats
 
 
 def _type_text(vt: ValueType) -> str:
@@ -243,7 +275,7 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
             raise UserError(f"{_label(name, source)} {coerced}: must be at least {low}")
         if isinstance(coerced, float) and not math.isfinite(coerced):
             raise UserError(f"{_label(name, source)} {coerced}: must be a finite number")
-        if name in _NON_NEGATIVE and coerced < 0:
+        if name in _NON_NEGATIVE and coerced is not None and coerced < 0:
             raise UserError(f"{_label(name, source)} {coerced}: must be >= 0")
         _check_choice(name, coerced, source)
         setattr(result, name, coerced)

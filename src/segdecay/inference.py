@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdecay.data.base import SegSplit
-from segdecay.data.transforms import MEAN, STD
+from segdecay.data.transforms import Stats, standardize
 
 
 def forward_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -34,18 +34,22 @@ def predict_logits(
     multiple: int,
     channels_last: bool = False,
     amp: bool = False,
+    mean: Stats | None = None,
+    std: Stats | None = None,
 ) -> torch.Tensor:
     """Float logits at ``out_hw`` for uint8 images [N,3,H,W]."""
-    return logits_of_input(model, normalized_input(images, eval_hw), out_hw, multiple,
-                           channels_last, amp)
+    return logits_of_input(model, normalized_input(images, eval_hw, mean, std), out_hw,
+                           multiple, channels_last, amp)
 
 
-def normalized_input(images: torch.Tensor, eval_hw: tuple[int, int] | None) -> torch.Tensor:
-    """The float input the model sees: uint8 [N,3,H,W] resized to ``eval_hw``, normalized."""
+def normalized_input(images: torch.Tensor, eval_hw: tuple[int, int] | None,
+                     mean: Stats | None = None, std: Stats | None = None) -> torch.Tensor:
+    """The float input the model sees: uint8 [N,3,H,W] resized to ``eval_hw``, standardized
+    with the run's input statistics (None: ImageNet's, what runs before them used)."""
     x = images.float().div_(255.0)
     if eval_hw is not None and tuple(x.shape[-2:]) != tuple(eval_hw):
         x = F.interpolate(x, size=eval_hw, mode="bilinear", align_corners=False)
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
+    return standardize(x, mean, std)
 
 
 def logits_of_input(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], multiple: int,

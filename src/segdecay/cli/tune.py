@@ -12,7 +12,8 @@ from segdecay.studies.tune.options import PRUNERS, SEARCHES, SELECTIONS
 def add_parser(sub) -> None:
     """The ``tune`` subcommand."""
     p = sub.add_parser("tune", help="choose lambda by k-fold cross-validation (Optuna)",
-                       description="Search lambda (and optionally lr, decay mode) by k-fold "
+                       description="Search lambda (and optionally lr, decay mode, loss, class "
+                       "weights) by k-fold "
                        "CV on the training split; writes tune.json, trials.csv, report.html. "
                        "Rerunning the same command resumes the study.")
     p.add_argument("--out", required=True, help="tune folder to create (or resume)")
@@ -30,6 +31,12 @@ def add_parser(sub) -> None:
     s.add_argument("--trials", type=int, help="number of trials for random / tpe")
     s.add_argument("--lr-grid", metavar="LR1,LR2", help="also search these learning rates")
     s.add_argument("--decay-modes", metavar="M1,M2", help="also search these decay modes")
+    s.add_argument("--loss-grid", metavar="L1,L2",
+                   help="also search these data losses (ce, dice, focal, ce+dice, lovasz): "
+                   "the report says what each part of the chosen recipe bought, paired")
+    s.add_argument("--class-weights-grid", metavar="W1,W2",
+                   help="also search these class weights (none, inverse, median, enet); "
+                   "weights apply to ce and ce+dice, other pairs are skipped")
     s.add_argument("--folds", type=int, default=3, help="k of k-fold CV [default: 3]")
     s.add_argument("--group-by", metavar="REGEX",
                    help="images whose names give the same match (group 1 if any) share a fold "
@@ -58,6 +65,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run or resume the study, then write tune.json and the report."""
     from segdecay.studies.tune import TuneOptions, parse_grid, parse_range, run_tune
+    from segdecay.studies.tune.options import parse_choices
 
     options = TuneOptions(
         grid=parse_grid(args.grid) if args.grid else None,
@@ -66,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         search=args.search or ("grid" if args.grid or args.tau_grid else "tpe"),
         trials=args.trials,
         lr_grid=parse_grid(args.lr_grid, "--lr-grid") if args.lr_grid else None,
-        modes=[m.strip() for m in args.decay_modes.split(",")] if args.decay_modes else None,
+        modes=parse_choices(args.decay_modes), losses=parse_choices(args.loss_grid),
+        weightings=parse_choices(args.class_weights_grid),
         folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
         refit=args.refit, heartbeat=args.heartbeat,

@@ -60,7 +60,7 @@ def predict_paths(
         image = read_image(path)
         logits = predict_logits(model, image[None].to(dev), tuple(image.shape[-2:]), hw,
                                 output_stride(model), channels_last=config.channels_last,
-                                amp=config.amp)
+                                amp=config.amp, mean=config.input_mean, std=config.input_std)
         pred = logits.argmax(1)[0].to("cpu", torch.uint8).numpy()
         mask = Image.fromarray(pred)  # mode L; putpalette turns it into P, values kept
         mask.putpalette(flat)

@@ -16,7 +16,8 @@ DIVERGENCE_NORM_FACTOR = 1e4
 def divergence_reason(epoch: int, loss: float, norm: float, initial_norm: float,
                       config) -> str | None:
     """Why the run diverged at the end of ``epoch`` (1-based), or None if it is healthy."""
-    advice = f"(lr {config.lr:g}, lambda {config.weight_decay:g}); lower --lr or --weight-decay"
+    lr, lam = (("default" if v is None else f"{v:g}") for v in (config.lr, config.weight_decay))
+    advice = f"(lr {lr}, lambda {lam}); lower --lr or --weight-decay"
     if not math.isfinite(loss):
         return f"train loss is {loss} at epoch {epoch} {advice}"
     if not math.isfinite(norm):

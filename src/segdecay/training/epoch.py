@@ -34,6 +34,16 @@ class EpochResult:
     metrics: SegmentationMetrics
 
 
+def crop_fraction(crop: tuple[int, int] | None, size: tuple[int, int] | None,
+                  image_hw: tuple[int, int]) -> tuple[float, float]:
+    """The crop's share of the image it is cut from: the --size image, else the native one
+    (a crop without --size is a window at native scale, not the whole image squeezed)."""
+    if crop is None:
+        return (1.0, 1.0)
+    base = size or image_hw
+    return (crop[0] / base[0], crop[1] / base[1])
+
+
 def augmented_batch(
     split: SegSplit,
     idx: torch.Tensor,
@@ -53,15 +63,18 @@ def augmented_batch(
     preset = get_preset(config.augment)
     size = parse_size(config.size, "--size")
     crop = parse_size(config.crop, "--crop")
-    frac = (crop[0] / size[0], crop[1] / size[1]) if crop and size else (1.0, 1.0)
+    stats = {"mean": config.input_mean, "std": config.input_std}
     stacked = split.stacked()
     if stacked is not None:
         images, masks = stacked[0][idx].to(device), stacked[1][idx].to(device)
-        x, m = augment_batch(images, masks, hw, preset, gen, frac)
+        frac = crop_fraction(crop, size, tuple(images.shape[-2:]))
+        x, m = augment_batch(images, masks, hw, preset, gen, frac, **stats)
     else:
         parts = [
             augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
-                          hw, preset, gen, frac)
+                          hw, preset, gen,
+                          crop_fraction(crop, size, tuple(split.images[i].shape[-2:])),
+                          **stats)
             for i in idx.tolist()
         ]
         x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

@@ -58,7 +58,7 @@ def evaluate_split(
         if (k - 1) % ctx.world_size != ctx.rank:
             continue
         images, masks = images.to(device), masks.to(device)
-        x = normalized_input(images, eval_hw)
+        x = normalized_input(images, eval_hw, config.input_mean, config.input_std)
         if perturb is not None:
             x = perturb(x, k - 1)
         logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,

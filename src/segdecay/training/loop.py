@@ -33,6 +33,7 @@ from segdecay.metrics import format_iou_table
 from segdecay.models import upgrade_state_dict
 from segdecay.report.train import write_train_report
 from segdecay.training import distributed
+from segdecay.training.defaults import resolve_defaults
 from segdecay.training.divergence import divergence_reason
 from segdecay.training.epoch import EpochResult, train_one_epoch
 from segdecay.training.evaluate import evaluate_split
@@ -94,9 +95,10 @@ def train(
     batch_size = min(config.batch_size, n)  # global: images per step over all processes
     local_batch = distributed.local_batch_size(batch_size, config.batch_size, n,
                                                ctx.world_size)
+    config, defaults = resolve_defaults(config, data, batch_size)
     with distributed.process_group(ctx, device):
         run = build_run(config, out, ctx, device, gen, data, batch_size, local_batch, log,
-                        active_stop(), checkpoints)
+                        active_stop(), checkpoints, defaults)
         return fit(run, resume=resume, on_epoch=on_epoch)
 
 

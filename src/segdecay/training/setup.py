@@ -67,6 +67,7 @@ class TrainingRun:
     class_weights: torch.Tensor | None
     loss_fn: nn.Module
     decay: list[dict]
+    defaults: list[str]  # one line per default decided from the optimizer or the data
 
     @property
     def main(self) -> bool:
@@ -167,7 +168,8 @@ def _placed_model(config: TrainConfig, num_classes: int, ctx: distributed.DistCo
 
 def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
               device: torch.device, gen: torch.Generator, data: SegData, batch_size: int,
-              local_batch: int, log: Log, stop: StopRequest, checkpoints: bool) -> TrainingRun:
+              local_batch: int, log: Log, stop: StopRequest, checkpoints: bool,
+              defaults: list[str] | None = None) -> TrainingRun:
     """Every fixed part of a run, built in the order that fixes the seeded numbers."""
     info, n = data.info, len(data.train)
     model = _placed_model(config, info.num_classes, ctx, device)
@@ -199,8 +201,7 @@ def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
         initial_norm=initial_norm, mode=mode, optimizer=optimizer, scheduler=scheduler,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         epochs=math.ceil(total_steps / steps_per_epoch), class_weights=weights,
-        loss_fn=loss_fn, decay=decay)
-
+        loss_fn=loss_fn, decay=decay, defaults=list(defaults or []))
 
 
 def write_header(run: TrainingRun) -> None:
@@ -230,6 +231,8 @@ def write_header(run: TrainingRun) -> None:
 def log_start(run: TrainingRun) -> None:
     """What the run is about to do: data, parallelism, optimizer, and the decay split."""
     info, config, ctx, log = run.data.info, run.config, run.ctx, run.log
+    for line in run.defaults:
+        log.line(f"default {line}")
     log.line(f"data {info.name}: {len(run.train_split)} train / {len(run.data.val)} val "
              f"images, {info.num_classes} classes, input {run.hw[0]}x{run.hw[1]}, device "
              f"{run.device}")

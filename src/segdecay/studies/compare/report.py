@@ -128,8 +128,9 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
     variants = html_table(["variant", "options"],
                           [[v.name, json.dumps(v.options)] for v in options.variants])
     sections = [
-        ("Variants", variants + f"<p>Base config: optimizer {base.optimizer}, lr {base.lr}, "
-         f"lambda {base.weight_decay}, {base.epochs} epochs, batch {base.batch_size}, "
+        ("Variants", variants + f"<p>Base config: optimizer {base.optimizer}, lr "
+         f"{_or_default(base.lr)}, lambda {_or_default(base.weight_decay)}, {base.epochs} "
+         f"epochs, batch {base.batch_size}, "
          f"augment {base.augment}; seeds {', '.join(map(str, options.seeds))}. Every variant "
          "trains on the same data and split with the same seeds.</p>"),
         ("Results (mean ± sd over seeds)", table
@@ -149,3 +150,6 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
     atomic_write_text(out / "report.html", page(f"segdecay compare {out.name}", sections))
 
 
+def _or_default(value: float | None) -> str:
+    """A base value, or 'its default' when each run resolves it (see its config.yaml)."""
+    return "default (per optimizer)" if value is None else f"{value:g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from segdecay.config import CLASS_WEIGHTS, DECAY_MODES, LOSSES
 from segdecay.decay import default_decay_mode
 from segdecay.decay.optimizers import SIGN_FLIP
 from segdecay.errors import UserError
@@ -31,6 +32,8 @@ class TuneOptions:
     trials: int | None = None
     lr_grid: list[float] | None = None
     modes: list[str] | None = None
+    losses: list[str] | None = None  # data losses searched with lambda (the whole recipe)
+    weightings: list[str] | None = None  # class-weight schemes searched with lambda
     folds: int = 3
     group_by: str | None = None
     repeats: int = 1
@@ -95,9 +98,23 @@ def validate(options: TuneOptions) -> None:
             f"{options.folds * options.repeats} fits (the smallest p after n fits is 1/2^n), "
             f"so it would never prune a trial it has not finished; use at least "
             f"{wilcoxon_min_fits()} fits (--folds, --repeats) or --pruner race")
+    for flag, values, choices in (("--decay-modes", options.modes, DECAY_MODES),
+                                  ("--loss-grid", options.losses, LOSSES),
+                                  ("--class-weights-grid", options.weightings, CLASS_WEIGHTS)):
+        unknown = [v for v in values or [] if v not in choices]
+        if unknown:
+            raise UserError(f"{flag} '{unknown[0]}': unknown choice; choose from "
+                            f"{', '.join(choices)}")
     for name in ("folds", "repeats", "workers"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+
+def parse_choices(text: str | None) -> list[str] | None:
+    """'ce,ce+dice' -> ['ce', 'ce+dice'] (order kept, duplicates dropped); None passes."""
+    if not text:
+        return None
+    return list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
 
 
 def validate_against(options: TuneOptions, optimizer: str, decay_mode: str | None,

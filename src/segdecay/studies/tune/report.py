@@ -116,6 +116,24 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
     return sections
 
 
+def _recipe_section(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """What each searched part of the chosen recipe bought over its plain value, paired."""
+    parts = payload.get("recipe_parts")
+    if not parts:
+        return []
+    s = payload["selection"]
+    head = (f"<p>Chosen recipe: lambda {payload['chosen']:g}, lr {s['lr']}, decay mode "
+            f"{s['decay_mode']}, loss {s['loss']}, class weights {s['class_weights']}. Each "
+            "row puts one part back to its plain value and compares, fit by fit on the same "
+            "folds (Nadeau-Bengio corrected SE, t interval).</p>")
+    table = html_table(["part", "chosen", "plain", "mean paired gain", "95% low", "95% high",
+                        "fits", "note"],
+                       [[r["part"], r["chosen"], r["reference"], r["mean_gain"],
+                         r.get("ci_low"), r.get("ci_high"), r.get("n"), r.get("note", "")]
+                        for r in parts])
+    return [("What each part of the recipe bought", head + table)]
+
+
 def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
     """report.html of a tune: choices, figures, trial table, refit, dashboard hint."""
     choice_rows, paired_table, words = [], "", ""
@@ -139,13 +157,13 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
         f"{payload['folds']}-fold CV x {payload['repeats']} repeat(s), pruner "
         f"{payload['pruner']}. {payload['se_caveat']}.</p>") + paired_table
     rows = [[t["number"], t["state"], t["weight_decay"], t.get("tau_epochs"), t["lr"],
-             t["decay_mode"],
+             t["decay_mode"], t.get("loss"), t.get("class_weights"),
              t["cv_mean"], t["cv_se"], t["folds_done"], t["train_miou"], t["weight_norm"],
              t["epochs_run"]] for t in payload["trials"]]
-    sections = [("Choice of lambda", summary), *_figures(payload),
+    sections = [("Choice of lambda", summary), *_recipe_section(payload), *_figures(payload),
                 ("Trials", html_table(["#", "state", "lambda", "tau (epochs)", "lr", "mode",
-                                       "CV mIoU", "SE", "folds", "train mIoU", "||w||",
-                                       "fit-epochs"], rows))]
+                                       "loss", "class weights", "CV mIoU", "SE", "folds",
+                                       "train mIoU", "||w||", "fit-epochs"], rows))]
     if payload.get("refit"):
         r = payload["refit"]
         sections.append((f"Refit with lambda = {r['weight_decay']:g} on the whole training "

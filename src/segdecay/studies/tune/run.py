@@ -7,11 +7,12 @@ trials.csv, report.html and, with ``--refit``, a run on the whole training split
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from segdecay.config import TrainConfig
+from segdecay.data import load_dataset_for
 from segdecay.studies.tune.options import (
     MID_SCHEDULE_BIAS,
     TuneOptions,
@@ -22,17 +23,31 @@ from segdecay.studies.tune.search import run_worker, worker_entry
 from segdecay.studies.tune.storage import redact, resolve_storage_url
 from segdecay.studies.tune.summary import summarize_study
 from segdecay.studies.workers import printer, spawn_workers
+from segdecay.training.defaults import resolve_defaults
+
+
+def study_base(base: TrainConfig, say) -> TrainConfig:
+    """The base config with its data defaults resolved once on the whole training split, so
+    every fold fit and the refit share one loss, one input normalization and one lr."""
+    data = load_dataset_for(base)
+    resolved, notes = resolve_defaults(base, data, max(1, min(base.batch_size,
+                                                              len(data.train))))
+    for line in notes:
+        if not line.startswith(("lambda", "validation")):  # the study sets both per fit
+            say(f"default {line}")
+    return replace(resolved, weight_decay=base.weight_decay, eval_every=base.eval_every)
 
 
 def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
              quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the study with ``options.workers`` local processes, then summarize."""
     validate(options)
+    say = printer(quiet)
+    base = study_base(base, say)
     validate_against(options, base.optimizer, base.decay_mode, base.lr)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(options.storage, run_dir, options.workers)
-    say = printer(quiet)
     say(f"study '{options.study}' in {redact(url)}: {options.search} search, "
         f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}, "
         f"{options.workers} worker(s)")

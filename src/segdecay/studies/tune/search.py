@@ -20,6 +20,7 @@ import optuna
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.decay import default_decay_mode, lambda_for_tau
+from segdecay.losses import WEIGHTED_LOSSES
 from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import WILCOXON_P, TuneOptions
 from segdecay.studies.tune.race import RacePruner
@@ -34,8 +35,7 @@ def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
                                   else {"weight_decay": list(options.grid)})
         if options.lr_grid:
             space["lr"] = list(options.lr_grid)
-        if options.modes:
-            space["decay_mode"] = list(options.modes)
+        space.update({name: list(values) for name, values in recipe_parts(options).items()})
         return optuna.samplers.GridSampler(space, seed=options.seed)
     if options.search == "random":
         return optuna.samplers.RandomSampler(seed=options.seed)
@@ -77,9 +77,25 @@ def _suggest(trial: optuna.Trial, options: TuneOptions, base: TrainConfig) -> di
         params = {"weight_decay": trial.suggest_float("weight_decay", lo, hi, log=True)}
         if options.lr_grid:
             params["lr"] = trial.suggest_categorical("lr", list(options.lr_grid))
-    if options.modes:
-        params["decay_mode"] = trial.suggest_categorical("decay_mode", list(options.modes))
+    for name, values in recipe_parts(options).items():
+        params[name] = trial.suggest_categorical(name, list(values))
     return params
+
+
+def recipe_parts(options: TuneOptions) -> dict[str, list[str]]:
+    """The categorical parts of the recipe searched besides lambda (and lr)."""
+    parts = {"decay_mode": options.modes, "loss": options.losses,
+             "class_weights": options.weightings}
+    return {name: list(values) for name, values in parts.items() if values}
+
+
+def skip_reason(params: dict[str, Any], base: TrainConfig) -> str | None:
+    """Why a grid point is not a recipe (class weights on a loss that takes none), or None."""
+    weights = params.get("class_weights", base.class_weights)
+    loss = params.get("loss", base.loss)
+    if weights != "none" and loss not in WEIGHTED_LOSSES:
+        return f"class weights {weights} apply to {' and '.join(WEIGHTED_LOSSES)}, not {loss}"
+    return None
 
 
 def trial_decay(params: dict[str, Any], base: TrainConfig) -> tuple[str, float]:
@@ -139,6 +155,10 @@ class Objective:
         if dup is not None:
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"parameters already evaluated by trial {dup}")
+        skip = skip_reason(params, self.base)
+        if skip is not None:
+            trial.set_user_attr("skipped", skip)
+            raise optuna.TrialPruned(skip)
         trial.set_user_attr("worker", worker_id())
         overrides = config_overrides(params, self.base, self.steps_per_epoch)
         if "tau_epochs" in params:  # the lambda it converted to (a lambda grid has it in params)
@@ -197,8 +217,9 @@ def _describe(params: dict[str, Any]) -> str:
 
 def _n_trials(options: TuneOptions) -> int:
     if options.search == "grid":
-        n = (len(options.tau_grid or options.grid) * len(options.lr_grid or [0])
-             * len(options.modes or [0]))
+        n = len(options.tau_grid or options.grid) * len(options.lr_grid or [0])
+        for values in recipe_parts(options).values():
+            n *= len(values)
         return n
     return int(options.trials)
 

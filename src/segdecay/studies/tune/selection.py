@@ -127,23 +127,30 @@ def paired_points(results: Mapping[float, Sequence[float]], folds: int
     repeat, fold by fold); lambdas with fewer scores than the most complete, or with a
     non-finite score (a failed fit), are left out.
     """
-    from scipy import stats
-
     finite = scored(results)
     n = max((len(s) for s in finite.values()), default=0)
     full = {lam: s for lam, s in finite.items() if len(s) == n and n > 0}
     if not full:
         return None, []
     best = max(full, key=lambda lam: (math.fsum(full[lam]) / n, -lam))
-    points = []
-    for lam in sorted(full):
-        diffs = [a - b for a, b in zip(full[lam], full[best], strict=True)]
-        mean, se_naive = summarize(diffs)
-        sd = se_naive * math.sqrt(n)
-        se = corrected_se(sd, n, folds) if n > 1 else 0.0
-        half = stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1) * se if n > 1 and se > 0 else 0.0
-        points.append(PairedPoint(lam, mean, sd, se, se_naive, mean - half, mean + half, n))
+    points = [PairedPoint(lam, *paired_difference(full[lam], full[best], folds))
+              for lam in sorted(full)]
     return best, points
+
+
+def paired_difference(scores: Sequence[float], reference: Sequence[float], folds: int
+                      ) -> tuple[float, float, float, float, float, float, int]:
+    """(mean, sd, corrected se, naive se, ci_low, ci_high, n) of ``scores - reference``, fit
+    by fit; the corrected SE and the t interval as in :class:`PairedPoint`."""
+    from scipy import stats
+
+    diffs = [a - b for a, b in zip(scores, reference, strict=True)]
+    n = len(diffs)
+    mean, se_naive = summarize(diffs)
+    sd = se_naive * math.sqrt(n)
+    se = corrected_se(sd, n, folds) if n > 1 else 0.0
+    half = stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1) * se if n > 1 and se > 0 else 0.0
+    return mean, sd, se, se_naive, mean - half, mean + half, n
 
 
 def select_paired(results: Mapping[float, Sequence[float]], folds: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from segdecay.fileio import atomic_write_text, write_json
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.tune.evidence import assess, rules_sentence
+from segdecay.studies.tune.recipe import part_gains, parts_lines, searched_parts
 from segdecay.studies.tune.report import write_tune_report
 from segdecay.studies.tune.search import trial_decay
 from segdecay.studies.tune.selection import (
@@ -32,9 +33,9 @@ from segdecay.studies.tune.selection import (
 from segdecay.studies.tune.storage import open_storage, redact
 from segdecay.training import Log, train
 
-TRIAL_COLUMNS = ["number", "state", "weight_decay", "tau_epochs", "lr", "decay_mode", "cv_mean",
-                 "cv_se", "folds_done", "fold_scores", "train_miou", "weight_norm", "epochs_run",
-                 "pruned", "duplicate_of", "failure"]
+TRIAL_COLUMNS = ["number", "state", "weight_decay", "tau_epochs", "lr", "decay_mode", "loss",
+                 "class_weights", "cv_mean", "cv_se", "folds_done", "fold_scores", "train_miou",
+                 "weight_norm", "epochs_run", "pruned", "duplicate_of", "skipped", "failure"]
 
 
 def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
@@ -56,6 +57,8 @@ def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
             "tau_epochs": _tau(t, base, spe),
             "lr": t.params.get("lr", base.lr),
             "decay_mode": t.params.get("decay_mode", base.decay_mode),
+            "loss": t.params.get("loss", base.loss),
+            "class_weights": t.params.get("class_weights", base.class_weights),
             "cv_mean": mean, "cv_se": se, "folds_done": len(scores),
             "fold_scores": scores,
             "train_miou": sum(trains) / len(trains) if trains else None,
@@ -63,6 +66,7 @@ def trial_rows(study: optuna.Study, base: TrainConfig) -> list[dict[str, Any]]:
             "epochs_run": t.user_attrs.get("epochs_run", 0),
             "pruned": t.state == optuna.trial.TrialState.PRUNED,
             "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "skipped": t.user_attrs.get("skipped"),
             "failure": t.user_attrs.get("failure") or retry_reasons.get(t.number),
         })
     return rows
@@ -90,16 +94,29 @@ def _write_trials_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+SETTING = ("lr", "decay_mode", "loss", "class_weights")  # a recipe, lambda aside
+
+
+def setting_of(row: dict[str, Any]) -> tuple:
+    """The recipe of a trial row, lambda aside."""
+    return tuple(row[k] for k in SETTING)
+
+
+def complete_rows(rows: list[dict], n_fits: int) -> list[dict]:
+    """Trials with a score on every fit (not duplicates, not skipped)."""
+    return [r for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None
+            and r["folds_done"] == n_fits]
+
+
 def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
     """lambda.min, the paired and the unpaired lambda.1se, among complete trials of the best
-    (lr, decay mode) setting; with the paired differences behind them."""
-    complete = [r for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None
-                and r["folds_done"] == n_fits]
+    setting (lr, decay mode, loss, class weights); with the paired differences behind them."""
+    complete = complete_rows(rows, n_fits)
     if not complete:
         return {}
     by_setting: dict[tuple, dict[float, list[float]]] = defaultdict(dict)
     for r in complete:
-        by_setting[(r["lr"], r["decay_mode"])][r["weight_decay"]] = r["fold_scores"]
+        by_setting[setting_of(r)][r["weight_decay"]] = r["fold_scores"]
     curves = {k: cv_points(v) for k, v in by_setting.items()}
     curves = {k: c for k, c in curves.items() if c}  # every lambda had a non-finite score
     if not curves:
@@ -115,7 +132,7 @@ def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
         "threshold": unpaired["threshold"], "paired_rule": PAIRED_RULE,
         "within_paired": paired["within"],
         "paired": [asdict(p) for p in paired["points"]],
-        "lr": best_setting[0], "decay_mode": best_setting[1],
+        **dict(zip(SETTING, best_setting, strict=True)),
         "curve": [asdict(p) for p in cv_points(results)],
     }
 
@@ -166,7 +183,9 @@ def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say,
     """Retrain on the whole training split with the chosen lambda and score it, recording
     how its decay timescale differs from the fold fits' (same lambda, more steps)."""
     out = run_dir / "refit"
-    config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"])
+    config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"],
+                     loss=choice.get("loss", base.loss),
+                     class_weights=choice.get("class_weights", base.class_weights))
     if is_finished(out):
         summary = read_summary(out)
     else:
@@ -196,6 +215,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     choice = choose(rows, n_fits, options.folds)
     full = base.epochs * n_fits
     counted = [r for r in rows if r["duplicate_of"] is None]
+    trained = [r for r in counted if not r["skipped"]]
     used = sum(r["epochs_run"] for r in counted)
     payload: dict[str, Any] = {
         "study": options.study,
@@ -212,8 +232,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "epochs_per_fit": base.epochs,
         "base_config": redact_config(base),
         "trials": counted,
-        "compute": {"epochs_run": used, "epochs_full_grid": full * len(counted),
-                    "fraction": used / (full * len(counted)) if counted else None},
+        "compute": {"epochs_run": used, "epochs_full_grid": full * len(trained),
+                    "fraction": used / (full * len(trained)) if trained else None},
         "wall_seconds": seconds,
         "se_caveat": "unpaired fold standard errors underestimate the variance of CV "
                      "estimates (Bengio & Grandvalet 2004); the paired rule corrects its SE "
@@ -225,6 +245,11 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
                         "lambda_1se_unpaired": choice["lambda_1se_unpaired"],
                         "select": options.select, "chosen": chosen, "selection": choice,
                         "evidence": _judge(choice, options, study.user_attrs)})
+        if searched_parts(options):
+            payload["recipe_parts"] = part_gains(complete_rows(rows, n_fits), choice, chosen,
+                                                 searched_parts(options), base, options.folds)
+            for line in parts_lines(payload["recipe_parts"]):
+                say(line)
         say(f"lambda.min = {choice['lambda_min']:g} (CV mIoU {choice['best_mean']:.4f} "
             f"± {choice['best_se']:.4f}), lambda.1se = {choice['lambda_1se']:g} (paired), "
             f"{choice['lambda_1se_unpaired']:g} (unpaired); chosen ({options.select}): "
@@ -241,7 +266,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     _write_trials_csv(run_dir / "trials.csv", counted)
     write_json(run_dir / "tune.json", payload)
     write_tune_report(run_dir, payload)
-    say(f"used {used} of {full * len(counted)} fit-epochs "
+    say(f"used {used} of {full * len(trained)} fit-epochs "
         f"({payload['compute']['fraction'] or 0:.0%}); wrote {run_dir / 'tune.json'}, "
         f"{run_dir / 'report.html'}")
     return payload

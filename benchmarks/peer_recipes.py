@@ -1,0 +1,350 @@
+"""segdecay's recipes next to two plain peer recipes, side by side in one invocation.
+
+The peers are written here directly with torch and segmentation_models_pytorch, not through
+segdecay's engine, so they stay an independent yardstick; only the decoded images come from
+``segdecay.data.load_dataset`` (the same pixels for every row). Every row trains the same
+model (smp Unet/ResNet-18 from scratch by default) at the same input size, crop, batch and
+number of steps, and is scored on the whole test split at label resolution:
+
+- ``torchvision``: torchvision's segmentation reference: SGD 0.01, momentum 0.9, coupled
+  weight decay 1e-4 on every parameter, poly(0.9) per step, plain cross-entropy;
+- ``smp``: the segmentation_models_pytorch example: Adam 2e-4, no decay, Dice loss, cosine
+  to 1e-5;
+- ``segdecay``: ``segdecay train`` with its defaults at that protocol; ``--recipe
+  NAME=FILE.yaml`` adds segdecay rows from a config file (say, a tune's chosen recipe).
+
+CamVid (30 epochs at 192x256, evaluated from 192x256 inputs at the labels' 360x480)::
+
+    .venv/bin/python benchmarks/peer_recipes.py --data camvid:../shared/data/camvid \\
+        --size 192x256 --epochs 30 --seeds 0,1 --out runs/peers/camvid
+
+CrackForest (random 256x256 crops, 600 steps, whole 320x480 test images)::
+
+    .venv/bin/python benchmarks/peer_recipes.py --data folder:../shared/data/crackforest \\
+        --crop 256x256 --steps 600 --seeds 0,1 --out runs/peers/crackforest
+
+Prints one table (mIoU; foreground IoU and Dice on binary data; minutes) and the per-class
+IoU, and writes ``results.json`` in ``--out``. Rows train one after another, so minutes are
+comparable within one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdecay.config import TrainConfig, load_config, parse_size
+from segdecay.data import load_dataset
+from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.runs import evaluate_run
+from segdecay.training import Log, train
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What every row shares: data, model, input geometry, batch, steps, precision."""
+
+    data: str
+    arch: str
+    encoder: str
+    size: tuple[int, int] | None
+    crop: tuple[int, int] | None
+    eval_size: tuple[int, int] | None
+    batch_size: int
+    epochs: int | None
+    steps: int | None
+    amp: bool
+    vflip: bool
+    norm: str  # how the peers normalize: imagenet | per-image
+
+
+@dataclass(frozen=True)
+class PeerRecipe:
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    loss: str
+
+
+PEERS = {
+    "torchvision": PeerRecipe("sgd", 0.01, 1e-4, "poly", "ce"),
+    "smp": PeerRecipe("adam", 2e-4, 0.0, "cosine", "dice"),
+}
+
+
+# ---------------------------------------------------------------- peers: data and scoring
+
+def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """uint8 -> float input: ImageNet mean/std, or each image to zero mean and unit std."""
+    x = x.float() / 255.0
+    if norm == "per-image":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        return (x - mean) / std
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return (x - mean) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def _resized(images: torch.Tensor, masks: torch.Tensor,
+             size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole training split at ``size`` (bilinear images, nearest masks), once."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images, masks
+    img = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+    msk = F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0]
+    return img.round().clamp(0, 255).to(torch.uint8), msk.to(torch.uint8)
+
+
+def _batch(images: torch.Tensor, masks: torch.Tensor, index: torch.Tensor,
+           protocol: Protocol, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random crop and random flips of each chosen image."""
+    x, m = images[index], masks[index].long()
+    if protocol.crop is not None:
+        ch, cw = protocol.crop
+        h, w = x.shape[-2:]
+        xs, ms = [], []
+        for i in range(len(index)):
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+            xs.append(x[i, :, top:top + ch, left:left + cw])
+            ms.append(m[i, top:top + ch, left:left + cw])
+        x, m = torch.stack(xs), torch.stack(ms)
+    flips = torch.rand(len(index), 2, generator=gen)
+    for i in range(len(index)):
+        if flips[i, 0] < 0.5:
+            x[i], m[i] = x[i].flip(-1), m[i].flip(-1)
+        if protocol.vflip and flips[i, 1] < 0.5:
+            x[i], m[i] = x[i].flip(-2), m[i].flip(-2)
+    return _normalize(x, protocol.norm), m
+
+
+def _loss(name: str) -> nn.Module:
+    if name == "ce":
+        return nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    return smp.losses.DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE_INDEX)
+
+
+def _optimizer_and_schedule(model: nn.Module, recipe: PeerRecipe, steps: int):
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9,
+                              weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=recipe.lr,
+                               weight_decay=recipe.weight_decay)
+    if recipe.schedule == "poly":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (1 - t / steps) ** 0.9)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=1e-5)
+    return opt, sched
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k counts (rows: truth), ignore pixels left out."""
+    keep = target != IGNORE_INDEX
+    return torch.bincount(target[keep] * k + pred[keep], minlength=k * k).view(k, k)
+
+
+def scores(conf: torch.Tensor) -> dict:
+    """Per-class IoU and Dice over the whole split; NaN for a class absent and unpredicted."""
+    conf = conf.double()
+    tp = conf.diag()
+    fp, fn = conf.sum(0) - tp, conf.sum(1) - tp
+    iou = (tp / (tp + fp + fn)).tolist()
+    dice = (2 * tp / (2 * tp + fp + fn)).tolist()
+    present = [v for v in iou if not math.isnan(v)]
+    return {"miou": sum(present) / len(present), "iou": iou, "dice": dice}
+
+
+@torch.no_grad()
+def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol) -> dict:
+    """Whole test images: input at ``eval_size`` (or native), logits at label size."""
+    model.eval()
+    conf = torch.zeros(k, k, dtype=torch.long)
+    for image, mask in zip(split.images, split.masks, strict=True):
+        x = _normalize(image[None], protocol.norm)
+        if protocol.eval_size is not None:
+            x = F.interpolate(x, size=protocol.eval_size, mode="bilinear", align_corners=False)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % 32, 0, (-h) % 32), mode="reflect")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.amp):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        logits = F.interpolate(logits[..., :h, :w].float(), size=mask.shape[-2:],
+                               mode="bilinear", align_corners=False)
+        conf += confusion(logits.argmax(1)[0], mask.long(), k)
+    return scores(conf)
+
+
+def train_peer(recipe: PeerRecipe, protocol: Protocol, seed: int) -> dict:
+    """One peer run: train on train/, score on test/; returns scores and minutes."""
+    data = load_dataset(protocol.data)
+    k = data.info.num_classes
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = smp.create_model(protocol.arch, protocol.encoder, encoder_weights=None,
+                             classes=k).to(memory_format=torch.channels_last)
+    images, masks = _resized(*data.train.stacked(), protocol.size)
+    n = len(images)
+    steps = protocol.steps or protocol.epochs * max(1, n // protocol.batch_size)
+    opt, sched = _optimizer_and_schedule(model, recipe, steps)
+    loss_fn = _loss(recipe.loss)
+    started = time.perf_counter()
+    model.train()
+    order, cursor = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if cursor + protocol.batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        index = order[cursor:cursor + protocol.batch_size]
+        cursor += protocol.batch_size
+        x, m = _batch(images, masks, index, protocol, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.amp):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = loss_fn(logits.float(), m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    minutes = (time.perf_counter() - started) / 60
+    result = score_split(model, data.test, k, protocol)
+    return {**result, "minutes": minutes, "steps": steps, "class_names": data.info.class_names}
+
+
+# ---------------------------------------------------------------- segdecay rows
+
+def segdecay_config(protocol: Protocol, seed: int, base: TrainConfig | None) -> TrainConfig:
+    """The protocol's data, model, geometry, batch and budget over a recipe (or defaults)."""
+    config = base or TrainConfig()
+    size = list(protocol.size) if protocol.size else None
+    crop = list(protocol.crop) if protocol.crop else None
+    eval_size = list(protocol.eval_size) if protocol.eval_size else None
+    return replace(config, data=protocol.data, arch=protocol.arch, encoder=protocol.encoder,
+                   size=size, crop=crop, eval_size=eval_size, batch_size=protocol.batch_size,
+                   epochs=protocol.epochs or config.epochs, steps=protocol.steps,
+                   amp=protocol.amp, seed=seed)
+
+
+def train_segdecay(config: TrainConfig, out: Path) -> dict:
+    """One segdecay run through its engine, scored on test by ``segdecay evaluate``."""
+    summary = train(config, out, log=Log())
+    test = evaluate_run(out, split="test", checkpoint="last", quiet=True)
+    return {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
+            "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
+            "class_names": summary["class_names"]}
+
+
+# ---------------------------------------------------------------- table
+
+def _mean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _spread(values: list[float]) -> str:
+    return f"±{statistics.stdev(values):.3f}" if len(values) > 1 else ""
+
+
+def print_table(results: dict[str, list[dict]]) -> None:
+    """One row per recipe, means over seeds (± sample SD), then per-class IoU."""
+    first = next(iter(results.values()))[0]
+    names, binary = first["class_names"], len(first["class_names"]) == 2
+    head = f"{'recipe':<22} {'seeds':>5} {'test mIoU':>14}"
+    head += f" {'fg IoU':>14} {'fg Dice':>14}" if binary else ""
+    print(head + f" {'minutes':>8} {'steps':>6}")
+    for name, runs in results.items():
+        miou = [r["miou"] for r in runs]
+        line = f"{name:<22} {len(runs):>5} {_mean(miou):>8.3f}{_spread(miou):>6}"
+        if binary:
+            fg_iou, fg_dice = [r["iou"][1] for r in runs], [r["dice"][1] for r in runs]
+            line += f" {_mean(fg_iou):>8.3f}{_spread(fg_iou):>6}"
+            line += f" {_mean(fg_dice):>8.3f}{_spread(fg_dice):>6}"
+        line += f" {_mean([r['minutes'] for r in runs]):>8.1f} {runs[0]['steps']:>6}"
+        print(line)
+    print("\nper-class test IoU (mean over seeds)")
+    print(f"{'class':<14}" + "".join(f" {n[:12]:>12}" for n in results))
+    for c, cname in enumerate(names):
+        print(f"{cname[:14]:<14}" + "".join(
+            f" {_mean([r['iou'][c] for r in runs]):>12.3f}" for runs in results.values()))
+
+
+def _recipe_option(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--recipe '{text}': expected NAME=CONFIG.yaml")
+    return name, path
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="camvid:PATH or folder:PATH (with test/)")
+    p.add_argument("--rows", default="torchvision,smp,segdecay",
+                   help="which built-in rows to run (torchvision, smp, segdecay)")
+    p.add_argument("--recipe", type=_recipe_option, action="append", default=[],
+                   metavar="NAME=CONFIG.yaml", help="a segdecay row from a config file")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--arch", default="unet")
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--size", help="training input HxW (whole images resized)")
+    p.add_argument("--crop", help="random crop HxW")
+    p.add_argument("--eval-size", help="evaluation input HxW (default: --size, else native)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, help="epochs of n // batch steps")
+    p.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast for every row")
+    p.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="peers flip vertically too (default: on for folder: data)")
+    p.add_argument("--peer-norm", choices=("imagenet", "per-image"),
+                   help="peers' input normalization (default: per-image for folder: data, "
+                        "ImageNet mean/std for camvid:)")
+    p.add_argument("--out", default="runs/peers")
+    args = p.parse_args()
+    if (args.epochs is None) == (args.steps is None):
+        p.error("give exactly one of --epochs and --steps")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    folder = args.data.strip().lower().startswith("folder:")
+    size = parse_size(args.size, "--size")
+    protocol = Protocol(
+        data=args.data, arch=args.arch, encoder=args.encoder, size=size,
+        crop=parse_size(args.crop, "--crop"),
+        eval_size=parse_size(args.eval_size, "--eval-size") or size,
+        batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, amp=args.amp,
+        vflip=folder if args.vflip is None else args.vflip,
+        norm=args.peer_norm or ("per-image" if folder else "imagenet"))
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    extra = {name: load_config(path) for name, path in args.recipe}
+    out = Path(args.out)
+    results: dict[str, list[dict]] = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name in rows + list(extra):
+            print(f"== {name} seed {seed}", flush=True)
+            if name in PEERS:
+                result = train_peer(PEERS[name], protocol, seed)
+            else:
+                config = segdecay_config(protocol, seed, extra.get(name))
+                result = train_segdecay(config, out / f"{name}-seed{seed}")
+            results.setdefault(name, []).append({**result, "seed": seed})
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(
+                {"protocol": protocol.__dict__, "results": results}, indent=1))
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()

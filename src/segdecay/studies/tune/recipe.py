@@ -1,0 +1,106 @@
+"""What each part of a tuned recipe bought: paired gains over the same folds.
+
+A tune over the whole recipe (``--loss-grid``, ``--class-weights-grid``, ``--lr-grid``,
+``--decay-modes`` with lambda) chooses one recipe. For each part, the chosen recipe is
+compared with the same recipe with only that part put back to its plain value (no decay, CE,
+no class weights, the base lr and decay mode), fit by fit on the same folds; the gain's SE
+is Nadeau-Bengio corrected as lambda's paired rule is. The last row puts every part back at
+once. A comparison whose plain recipe was not scored on every fold (pruned, skipped) says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from segdecay.config import TrainConfig
+from segdecay.decay import default_decay_mode
+from segdecay.studies.tune.selection import paired_difference
+
+PARTS = ("weight_decay", "lr", "decay_mode", "loss", "class_weights")
+PLAIN = {"weight_decay": 0.0, "loss": "ce", "class_weights": "none"}
+LABELS = {"weight_decay": "lambda", "lr": "lr", "decay_mode": "decay mode", "loss": "loss",
+          "class_weights": "class weights"}
+
+
+def searched_parts(options) -> list[str]:
+    """The parts searched besides lambda; empty for a lambda-only tune."""
+    given = {"lr": options.lr_grid, "decay_mode": options.modes, "loss": options.losses,
+             "class_weights": options.weightings}
+    return [name for name, values in given.items() if values]
+
+
+def _plain(part: str, tried: list, base: TrainConfig) -> Any:
+    """The reference value of a part: its plain value if the search tried it, else the
+    first value tried (smallest lambda or lr)."""
+    plain = PLAIN.get(part)
+    if part == "lr":
+        plain = base.lr
+    elif part == "decay_mode":
+        plain = base.decay_mode or default_decay_mode(base.optimizer)
+    if plain in tried:
+        return plain
+    return min(tried) if part in ("weight_decay", "lr") else tried[0]
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row[p] for p in PARTS)
+
+
+def part_gains(complete: list[dict], choice: dict[str, Any], chosen_lam: float,
+               parts: list[str], base: TrainConfig, folds: int) -> list[dict[str, Any]]:
+    """One row per part (lambda first), then all parts together: the chosen recipe's mean
+    paired gain over its plain counterpart, with the 95% interval."""
+    by_key = {_key(r): r["fold_scores"] for r in complete}
+    chosen = {"weight_decay": chosen_lam, **{p: choice[p] for p in PARTS[1:]}}
+    scores = by_key.get(tuple(chosen[p] for p in PARTS))
+    if scores is None:
+        return []
+    rows = []
+    reference_all = dict(chosen)
+    for part in ["weight_decay", *parts]:
+        tried = sorted({r[part] for r in complete}, key=str) if part not in (
+            "weight_decay", "lr") else sorted({r[part] for r in complete})
+        reference = _plain(part, tried, base)
+        reference_all[part] = reference
+        rows.append(_gain(LABELS[part], chosen[part], reference,
+                          by_key.get(tuple({**chosen, part: reference}[p] for p in PARTS)),
+                          scores, folds))
+    same = reference_all == chosen
+    rows.append(_gain("all of them", "the chosen recipe",
+                      "the chosen recipe" if same else "the plain recipe",
+                      by_key.get(tuple(reference_all[p] for p in PARTS)), scores, folds))
+    return rows
+
+
+def _gain(part: str, chosen: Any, reference: Any, reference_scores: list[float] | None,
+          scores: list[float], folds: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"part": part, "chosen": chosen, "reference": reference}
+    if chosen == reference:
+        return {**row, "mean_gain": 0.0, "note": "the chosen value is the plain one"}
+    if reference_scores is None:
+        return {**row, "mean_gain": None,
+                "note": "the plain counterpart was not scored on every fold (pruned or "
+                        "skipped)"}
+    if not all(math.isfinite(v) for v in (*scores, *reference_scores)):
+        return {**row, "mean_gain": None, "note": "a fit failed"}
+    mean, sd, se, _, low, high, n = paired_difference(scores, reference_scores, folds)
+    return {**row, "mean_gain": mean, "sd": sd, "se": se, "ci_low": low, "ci_high": high,
+            "n": n}
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def parts_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One printed line per part: what it bought, paired, or why that is unknown."""
+    lines = []
+    for r in rows:
+        head = f"recipe part {r['part']}: {_value(r['chosen'])} instead of {_value(r['reference'])}"
+        if r["mean_gain"] is None or "ci_low" not in r:
+            lines.append(f"{head}: {r['note']}")
+        else:
+            lines.append(f"{head}: {r['mean_gain']:+.4f} mIoU (95% CI {r['ci_low']:+.4f} to "
+                         f"{r['ci_high']:+.4f}, paired over {r['n']} fits)")
+    return lines
