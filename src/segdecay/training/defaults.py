@@ -27,14 +27,14 @@ def resolve_defaults(config: TrainConfig, data: SegData,
                      batch_size: int) -> tuple[TrainConfig, list[str]]:
     """``config`` with every unset default decided, and one line per decision."""
     config, notes = optimizer_defaults(config)
-    for step in (_eval_size, _normalization):
-        config = step(config, data.train, notes)
+    config = _eval_size(config, notes)
+    config = _normalization(config, data.train, notes)
     config = _loss(config, data, notes)
     config = _eval_cadence(config, len(data.train), batch_size, notes)
     return config, notes
 
 
-def _eval_size(config: TrainConfig, split: SegSplit, notes: list[str]) -> TrainConfig:
+def _eval_size(config: TrainConfig, notes: list[str]) -> TrainConfig:
     """Evaluate at the scale the model trained at: --size when given, else native."""
     if config.eval_size is not None:
         return config

@@ -59,8 +59,8 @@ def part_gains(complete: list[dict], choice: dict[str, Any], chosen_lam: float,
     rows = []
     reference_all = dict(chosen)
     for part in ["weight_decay", *parts]:
-        tried = sorted({r[part] for r in complete}, key=str) if part not in (
-            "weight_decay", "lr") else sorted({r[part] for r in complete})
+        numeric = part in ("weight_decay", "lr")
+        tried = sorted({r[part] for r in complete}, key=None if numeric else str)
         reference = _plain(part, tried, base)
         reference_all[part] = reference
         rows.append(_gain(LABELS[part], chosen[part], reference,
