@@ -272,11 +272,36 @@ def print_table(results: dict[str, list[dict]]) -> None:
             line += f" {_mean(fg_dice):>8.3f}{_spread(fg_dice):>6}"
         line += f" {_mean([r['minutes'] for r in runs]):>8.1f} {runs[0]['steps']:>6}"
         print(line)
+    print_margins(results, binary)
     print("\nper-class test IoU (mean over seeds)")
     print(f"{'class':<14}" + "".join(f" {n[:12]:>12}" for n in results))
     for c, cname in enumerate(names):
         print(f"{cname[:14]:<14}" + "".join(
             f" {_mean([r['iou'][c] for r in runs]):>12.3f}" for runs in results.values()))
+
+
+def _score(run: dict, binary: bool) -> float:
+    """The headline metric: foreground Dice on binary data, else mIoU."""
+    return run["dice"][1] if binary else run["miou"]
+
+
+def print_margins(results: dict[str, list[dict]], binary: bool) -> None:
+    """Each segdecay row minus the better peer (higher mean), seed by seed on shared seeds."""
+    peers = [name for name in results if name in PEERS]
+    if not peers:
+        return
+    best = max(peers, key=lambda name: _mean([_score(r, binary) for r in results[name]]))
+    metric = "fg Dice" if binary else "test mIoU"
+    peer_by_seed = {r["seed"]: _score(r, binary) for r in results[best]}
+    print(f"\n{metric} minus the better peer ({best}), per seed")
+    for name, runs in results.items():
+        if name in PEERS:
+            continue
+        diffs = [_score(r, binary) - peer_by_seed[r["seed"]] for r in runs
+                 if r["seed"] in peer_by_seed]
+        if diffs:
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+            print(f"{name:<22} mean {_mean(diffs):+.3f}  ({per_seed})")
 
 
 def _recipe_option(text: str) -> tuple[str, str]:

@@ -653,7 +653,7 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     import segdecay.studies.tune.search as search
     from segdecay.config import TrainConfig
     from segdecay.studies.tune import TuneOptions, run_tune
-    from segdecay.studies.tune.summary import REFIT_NOTE
+    from segdecay.studies.tune.refit import REFIT_NOTE
 
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu")
@@ -671,3 +671,52 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     assert on_disk["refit"]["timescale"] == timescale
     doc = Path(__file__).parents[1] / "docs" / "weight-decay-faq.md"
     assert REFIT_NOTE in " ".join(doc.read_text().split())  # the same sentence in the docs
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("budget, rule, refit_steps, lam", [
+    # fold fits: 2 epochs x 2 steps = 4 steps; the refit runs 12: lambda x 4/12
+    ({"refit_steps": 12}, "transfer", 12, 1e-2 * 4 / 12),
+    # 6 epochs on all 12 images, batch 4: 3 steps each, 18 steps: lambda x 4/18
+    ({"refit_epochs": 6}, "transfer", 18, 1e-2 * 4 / 18),
+    # --refit-lambda same keeps the CV's lambda at the longer budget
+    ({"refit_steps": 12}, "same", 12, 1e-2),
+])
+def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkeypatch, budget,
+                                                                rule, refit_steps, lam):
+    """Coupled SGD, lr 0.05, momentum 0.9: lr_eff 0.5. In the 4-step fold fits lambda 0.01
+    has tau = 1/(0.5 x 0.01) = 200 steps, 50 runs long; the transferred lambda keeps 50."""
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig, load_config
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_train)
+    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu")
+    options = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True, refit_lambda=rule,
+                          **budget)
+    payload = run_tune(base, options, tmp_path / "tune", quiet=True)
+    refit = payload["refit"]
+    assert refit["lambda_cv"] == 1e-2 and refit["weight_decay"] == pytest.approx(lam)
+    transfer = refit["transfer"]
+    assert transfer["fit_steps"] == 4 and transfer["refit_steps"] == refit_steps
+    assert transfer["lambda_transferred"] == pytest.approx(1e-2 * 4 / refit_steps)
+    tau_steps = 1 / (0.5 * lam)
+    assert transfer["tau_fraction_of_run"] == pytest.approx(tau_steps / refit_steps)
+    if rule == "transfer":
+        assert transfer["tau_fraction_of_run"] == pytest.approx(200 / 4)
+    written = load_config(tmp_path / "tune" / "refit" / "config.yaml")
+    assert written.weight_decay == pytest.approx(lam)
+    decay = json.loads((tmp_path / "tune" / "refit" / "decay.json").read_text())
+    assert decay["total_steps"] == refit_steps
+
+
+def test_refit_budget_options_are_checked():
+    from segdecay.studies.tune import TuneOptions
+    from segdecay.studies.tune.options import validate
+
+    with pytest.raises(UserError, match="give one budget"):
+        validate(TuneOptions(grid=[0.0], refit_steps=10, refit_epochs=2))
+    with pytest.raises(UserError, match="--refit-epochs 0: must be at least 1"):
+        validate(TuneOptions(grid=[0.0], refit_epochs=0))
+    with pytest.raises(UserError, match="--refit-lambda 'half'"):
+        validate(TuneOptions(grid=[0.0], refit_lambda="half"))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from segdecay.options import add_train_options, config_from_args
-from segdecay.studies.tune.options import PRUNERS, SEARCHES, SELECTIONS
+from segdecay.studies.tune.options import PRUNERS, REFIT_LAMBDAS, SEARCHES, SELECTIONS
 
 
 def add_parser(sub) -> None:
@@ -50,6 +50,13 @@ def add_parser(sub) -> None:
                    "1se-unpaired: glmnet's rule; min: lambda.min [default: 1se]")
     s.add_argument("--refit", action="store_true",
                    help="retrain on the whole training split with the chosen lambda, score test")
+    s.add_argument("--refit-steps", type=int, metavar="N",
+                   help="tune short, train long: refit for N optimizer steps (implies --refit)")
+    s.add_argument("--refit-epochs", type=int, metavar="N",
+                   help="refit for N epochs instead of the fold fits' (implies --refit)")
+    s.add_argument("--refit-lambda", default="transfer", choices=list(REFIT_LAMBDAS),
+                   help="at a longer refit budget, transfer: scale lambda so tau stays the same "
+                   "fraction of the run; same: keep the CV's lambda [default: transfer]")
     w = p.add_argument_group("study storage and workers")
     w.add_argument("--storage", metavar="URL",
                    help="sqlite:///FILE | journal:FILE | postgresql://USER:PASS@HOST/DB "
@@ -78,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         weightings=parse_choices(args.class_weights_grid),
         folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
-        refit=args.refit, heartbeat=args.heartbeat,
+        refit=args.refit or bool(args.refit_steps or args.refit_epochs),
+        refit_steps=args.refit_steps, refit_epochs=args.refit_epochs,
+        refit_lambda=args.refit_lambda, heartbeat=args.heartbeat,
     )
     config = config_from_args(args)
     options.seed = config.seed  # fold assignment follows --seed too

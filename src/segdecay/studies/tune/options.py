@@ -19,6 +19,7 @@ MID_SCHEDULE_BIAS = ("note: --pruner {pruner} compares runs mid-schedule, where 
                      "grid step smaller lambda than the full grid in 3 of 3 seeds, Hyperband "
                      "in 2. --pruner race compares final scores of whole folds.")
 SELECTIONS = ("1se", "1se-unpaired", "min")
+REFIT_LAMBDAS = ("transfer", "same")
 
 
 @dataclass
@@ -43,6 +44,9 @@ class TuneOptions:
     workers: int = 1
     select: str = "1se"
     refit: bool = False
+    refit_steps: int | None = None  # tune short, train long: the refit's budget
+    refit_epochs: int | None = None
+    refit_lambda: str = "transfer"  # transfer: hold tau / run length; same: the CV's lambda
     seed: int = 0
     heartbeat: int = 10
 
@@ -105,9 +109,23 @@ def validate(options: TuneOptions) -> None:
         if unknown:
             raise UserError(f"{flag} '{unknown[0]}': unknown choice; choose from "
                             f"{', '.join(choices)}")
+    _validate_refit(options)
     for name in ("folds", "repeats", "workers"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+
+def _validate_refit(options: TuneOptions) -> None:
+    """A longer refit budget: one of steps or epochs, positive, with a known lambda rule."""
+    if options.refit_steps and options.refit_epochs:
+        raise UserError("--refit-steps and --refit-epochs: give one budget for the refit")
+    for flag, value in (("--refit-steps", options.refit_steps),
+                        ("--refit-epochs", options.refit_epochs)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
+    if options.refit_lambda not in REFIT_LAMBDAS:
+        raise UserError(f"--refit-lambda '{options.refit_lambda}': choose one of "
+                        f"{', '.join(REFIT_LAMBDAS)}")
 
 
 def parse_choices(text: str | None) -> list[str] | None:

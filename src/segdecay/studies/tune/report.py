@@ -166,8 +166,12 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
                                        "train mIoU", "||w||", "fit-epochs"], rows))]
     if payload.get("refit"):
         r = payload["refit"]
-        sections.append((f"Refit with lambda = {r['weight_decay']:g} on the whole training "
-                         f"split, scored on {r['split']}",
+        moved = r.get("transfer")
+        budget = (f" for {moved['refit_steps']:.0f} steps (the CV's {moved['lambda_cv']:g} "
+                  f"at {moved['fit_steps']:.0f} steps, --refit-lambda {moved['rule']})"
+                  if moved else "")
+        sections.append((f"Refit with lambda = {r['weight_decay']:g}{budget} on the whole "
+                         f"training split, scored on {r['split']}",
                          html_table(["class", "IoU"], list(zip(r["class_names"], r["iou"],
                                                                 strict=True))
                                     + [["mIoU", r["miou"]]])))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import shutil
 from collections import defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,9 @@ import optuna
 from segdecay.config import TrainConfig
 from segdecay.decay import tau_for_lambda
 from segdecay.fileio import atomic_write_text, write_json
-from segdecay.runs import evaluate_run
-from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.tune.evidence import assess, rules_sentence
 from segdecay.studies.tune.recipe import part_gains, parts_lines, searched_parts
+from segdecay.studies.tune.refit import refit
 from segdecay.studies.tune.report import write_tune_report
 from segdecay.studies.tune.search import trial_decay
 from segdecay.studies.tune.selection import (
@@ -31,7 +28,6 @@ from segdecay.studies.tune.selection import (
     summarize,
 )
 from segdecay.studies.tune.storage import open_storage, redact
-from segdecay.training import Log, train
 
 TRIAL_COLUMNS = ["number", "state", "weight_decay", "tau_epochs", "lr", "decay_mode", "loss",
                  "class_weights", "cv_mean", "cv_se", "folds_done", "fold_scores", "train_miou",
@@ -153,59 +149,6 @@ def _judge(choice: dict[str, Any], options, facts: dict[str, Any]) -> dict[str, 
     return evidence
 
 
-REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambda, epochs "
-              "and batch size, so it takes about K/(K-1) times their optimizer steps per "
-              "epoch and its decay timescale tau in epochs is shorter by that ratio: each "
-              "image is seen as often as in a fold fit, but the weights decay over more "
-              "steps.")
-
-
-def refit_timescale(base: TrainConfig, choice: dict, lam: float, fold_steps: float | None,
-                    refit_steps: int) -> dict[str, Any]:
-    """Steps per epoch and tau in epochs of a fold fit and of the refit: the refit keeps
-    lambda, so its decay per epoch is stronger by the ratio of their steps (REFIT_NOTE)."""
-    mode, lr = trial_decay({"decay_mode": choice["decay_mode"], "lr": choice["lr"]}, base)
-
-    def tau(steps: float | None) -> float | None:
-        if not steps:
-            return None
-        value = tau_for_lambda(lam, steps, base.optimizer, mode, lr, base.momentum)
-        return value if math.isfinite(value) else None
-
-    return {"steps_per_epoch_fold_fit": fold_steps, "steps_per_epoch_refit": refit_steps,
-            "steps_ratio": refit_steps / fold_steps if fold_steps else None,
-            "tau_epochs_fold_fit": tau(fold_steps), "tau_epochs_refit": tau(refit_steps),
-            "note": REFIT_NOTE}
-
-
-def _refit(base: TrainConfig, choice: dict, lam: float, run_dir: Path, say,
-           fold_steps: float | None = None) -> dict[str, Any]:
-    """Retrain on the whole training split with the chosen lambda and score it, recording
-    how its decay timescale differs from the fold fits' (same lambda, more steps)."""
-    out = run_dir / "refit"
-    config = replace(base, weight_decay=lam, lr=choice["lr"], decay_mode=choice["decay_mode"],
-                     loss=choice.get("loss", base.loss),
-                     class_weights=choice.get("class_weights", base.class_weights))
-    if is_finished(out):
-        summary = read_summary(out)
-    else:
-        if out.exists():
-            shutil.rmtree(out)
-        say(f"refit on the whole training split with lambda={lam:g}")
-        summary = train(config, out, log=Log(quiet=True))
-    result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
-    return {"run": str(out), "weight_decay": lam, "split": result["split"],
-            "miou": result["miou"],
-            "iou": result["iou"], "class_names": result["class_names"],
-            "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"],
-            "timescale": refit_timescale(base, choice, lam, fold_steps, _run_steps(out))}
-
-
-def _run_steps(out: Path) -> int:
-    """Optimizer steps per epoch a finished run took, as its decay.json records them."""
-    return int(json.loads((out / "decay.json").read_text())["steps_per_epoch"])
-
-
 def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds: float,
                     say) -> dict[str, Any]:
     """Write tune.json, trials.csv, report.html (and refit when asked); return tune.json."""
@@ -258,8 +201,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
             if payload["evidence"].get(key):
                 say(payload["evidence"][key])
         if options.refit:
-            payload["refit"] = _refit(base, choice, chosen, run_dir, say,
-                                      study.user_attrs.get("steps_per_epoch"))
+            payload["refit"] = refit(base, choice, chosen, options, run_dir, say,
+                                     study.user_attrs.get("steps_per_epoch"))
             say(f"refit {payload['refit']['split']} mIoU {payload['refit']['miou']:.4f}")
     else:
         say("no trial has completed every fold yet: no lambda chosen")

@@ -1,0 +1,129 @@
+"""The refit: retrain on the whole training split with the chosen recipe and score it.
+
+Tune short, train long: with ``--refit-steps`` or ``--refit-epochs`` the refit runs at a
+longer budget than the fold fits, and the chosen lambda is carried over by holding the decay
+timescale tau as a fraction of the run (Wang & Aitchison 2024), not as a raw number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from segdecay.config import TrainConfig
+from segdecay.data import load_dataset_for
+from segdecay.decay import tau_for_lambda
+from segdecay.runs import evaluate_run
+from segdecay.runs.folder import is_finished, read_summary
+from segdecay.studies.tune.search import trial_decay
+from segdecay.training import Log, train
+
+REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambda, epochs "
+              "and batch size, so it takes about K/(K-1) times their optimizer steps per "
+              "epoch and its decay timescale tau in epochs is shorter by that ratio: each "
+              "image is seen as often as in a fold fit, but the weights decay over more "
+              "steps.")
+TRANSFER_NOTE = ("Refit at a longer budget than the fold fits (--refit-steps/--refit-epochs): "
+                 "lambda is multiplied by fold-fit steps / refit steps, so tau = 1/(lr_eff x "
+                 "lambda) steps stays the same fraction of the run; --refit-lambda same keeps "
+                 "the CV's lambda instead.")
+
+
+def run_steps(config: TrainConfig, steps_per_epoch: float) -> float:
+    """Optimizer steps of a whole run: ``--steps``, else epochs x steps per epoch."""
+    return float(config.steps or config.epochs * steps_per_epoch)
+
+
+def transferred_lambda(lam: float, fit_steps: float, refit_steps: float) -> float:
+    """The lambda whose timescale is the same fraction of a ``refit_steps`` run as ``lam``'s
+    is of a ``fit_steps`` run, at the same lr: tau_steps = 1/(lr_eff x lambda) scales with
+    the run, so lambda scales with its inverse."""
+    return lam * fit_steps / refit_steps
+
+
+def refit_budget(base: TrainConfig, steps: int | None, epochs: int | None) -> TrainConfig:
+    """The base config at the refit's budget: ``steps``, else ``epochs``, else unchanged."""
+    if steps:
+        return replace(base, steps=steps)
+    if epochs:
+        return replace(base, steps=None, epochs=epochs)
+    return base
+
+
+def refit_timescale(base: TrainConfig, choice: dict, lam_fit: float, lam_refit: float,
+                    fold_steps: float | None, refit_steps: int) -> dict[str, Any]:
+    """Steps per epoch and tau in epochs of a fold fit and of the refit: at the fold fits'
+    budget the refit keeps lambda, so its decay per epoch is stronger by the ratio of their
+    steps (REFIT_NOTE)."""
+    mode, lr = trial_decay({"decay_mode": choice["decay_mode"], "lr": choice["lr"]}, base)
+
+    def tau(lam: float, steps: float | None) -> float | None:
+        if not steps:
+            return None
+        value = tau_for_lambda(lam, steps, base.optimizer, mode, lr, base.momentum)
+        return value if math.isfinite(value) else None
+
+    return {"steps_per_epoch_fold_fit": fold_steps, "steps_per_epoch_refit": refit_steps,
+            "steps_ratio": refit_steps / fold_steps if fold_steps else None,
+            "tau_epochs_fold_fit": tau(lam_fit, fold_steps),
+            "tau_epochs_refit": tau(lam_refit, refit_steps), "note": REFIT_NOTE}
+
+
+def _budget_transfer(base: TrainConfig, config: TrainConfig, choice: dict, lam: float,
+                     options, fold_steps: float | None, n_train: int) -> dict[str, Any] | None:
+    """How lambda moves to a longer refit budget; None when the refit keeps the fits'."""
+    if not (options.refit_steps or options.refit_epochs) or not fold_steps:
+        return None
+    fit_total = run_steps(base, fold_steps)
+    refit_total = run_steps(config, max(1, n_train // min(config.batch_size, n_train)))
+    moved = transferred_lambda(lam, fit_total, refit_total)
+    used = moved if options.refit_lambda == "transfer" else lam
+    mode, lr = trial_decay({"decay_mode": choice["decay_mode"], "lr": choice["lr"]}, base)
+    tau_steps = tau_for_lambda(used, 1, base.optimizer, mode, lr, base.momentum)  # 1 step/epoch
+    return {"rule": options.refit_lambda, "fit_steps": fit_total, "refit_steps": refit_total,
+            "lambda_cv": lam, "lambda_transferred": moved, "lambda_used": used,
+            "tau_fraction_of_run": (tau_steps / refit_total if math.isfinite(tau_steps)
+                                    else None), "note": TRANSFER_NOTE}
+
+
+def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, say,
+          fold_steps: float | None = None) -> dict[str, Any]:
+    """Retrain on the whole training split with the chosen recipe (at the refit budget, its
+    lambda transferred by tau) and score it, recording its decay timescale."""
+    out = run_dir / "refit"
+    config = replace(refit_budget(base, options.refit_steps, options.refit_epochs),
+                     lr=choice["lr"], decay_mode=choice["decay_mode"],
+                     loss=choice.get("loss", base.loss),
+                     class_weights=choice.get("class_weights", base.class_weights))
+    data = load_dataset_for(config)
+    transfer = _budget_transfer(base, config, choice, lam, options, fold_steps,
+                                len(data.train))
+    used = transfer["lambda_used"] if transfer else lam
+    if transfer:
+        say(f"refit budget {transfer['refit_steps']:.0f} steps (fold fits "
+            f"{transfer['fit_steps']:.0f}): lambda {lam:g} -> {transfer['lambda_transferred']:g}"
+            f" holds tau as a fraction of the run; using {used:g} (--refit-lambda "
+            f"{options.refit_lambda})")
+    config = replace(config, weight_decay=used)
+    if is_finished(out):
+        summary = read_summary(out)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        say(f"refit on the whole training split with lambda={used:g}")
+        summary = train(config, out, log=Log(quiet=True), data=data)
+    result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
+    return {"run": str(out), "weight_decay": used, "lambda_cv": lam, "transfer": transfer,
+            "split": result["split"], "miou": result["miou"],
+            "iou": result["iou"], "class_names": result["class_names"],
+            "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"],
+            "timescale": refit_timescale(base, choice, lam, used, fold_steps, _run_steps(out))}
+
+
+def _run_steps(out: Path) -> int:
+    """Optimizer steps per epoch a finished run took, as its decay.json records them."""
+    return int(json.loads((out / "decay.json").read_text())["steps_per_epoch"])
