@@ -681,6 +681,8 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     ({"refit_epochs": 6}, "transfer", 18, 1e-2 * 4 / 18),
     # --refit-lambda same keeps the CV's lambda at the longer budget
     ({"refit_steps": 12}, "same", 12, 1e-2),
+    # larger inputs, the fits' 2 epochs on all 12 images: 6 steps, lambda x 4/6
+    ({"refit_size": [64, 64]}, "transfer", 6, 1e-2 * 4 / 6),
 ])
 def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkeypatch, budget,
                                                                 rule, refit_steps, lam):
@@ -708,6 +710,8 @@ def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkey
     assert written.weight_decay == pytest.approx(lam)
     decay = json.loads((tmp_path / "tune" / "refit" / "decay.json").read_text())
     assert decay["total_steps"] == refit_steps
+    assert written.size == budget.get("refit_size", written.size)
+    assert written.eval_size == (budget["refit_size"] if "refit_size" in budget else [])
 
 
 def test_refit_budget_options_are_checked():

@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
                    help="tune short, train long: refit for N optimizer steps (implies --refit)")
     s.add_argument("--refit-epochs", type=int, metavar="N",
                    help="refit for N epochs instead of the fold fits' (implies --refit)")
+    s.add_argument("--refit-size", metavar="HxW",
+                   help="refit (and score) at these inputs, e.g. after fits at a smaller --size "
+                   "(implies --refit)")
     s.add_argument("--refit-lambda", default="transfer", choices=list(REFIT_LAMBDAS),
                    help="at a longer refit budget, transfer: scale lambda so tau stays the same "
                    "fraction of the run; same: keep the CV's lambda [default: transfer]")
@@ -71,6 +74,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the study, then write tune.json and the report."""
+    from segdecay.config import parse_size
     from segdecay.studies.tune import TuneOptions, parse_grid, parse_range, run_tune
     from segdecay.studies.tune.options import parse_choices
 
@@ -85,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
         weightings=parse_choices(args.class_weights_grid),
         folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
-        refit=args.refit or bool(args.refit_steps or args.refit_epochs),
+        refit=args.refit or bool(args.refit_steps or args.refit_epochs or args.refit_size),
         refit_steps=args.refit_steps, refit_epochs=args.refit_epochs,
+        refit_size=list(parse_size(args.refit_size, "--refit-size") or []) or None,
         refit_lambda=args.refit_lambda, heartbeat=args.heartbeat,
     )
     config = config_from_args(args)

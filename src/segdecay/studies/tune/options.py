@@ -46,6 +46,7 @@ class TuneOptions:
     refit: bool = False
     refit_steps: int | None = None  # tune short, train long: the refit's budget
     refit_epochs: int | None = None
+    refit_size: list[int] | None = None  # tune at small inputs, refit at these (HxW)
     refit_lambda: str = "transfer"  # transfer: hold tau / run length; same: the CV's lambda
     seed: int = 0
     heartbeat: int = 10

@@ -1,8 +1,9 @@
 """The refit: retrain on the whole training split with the chosen recipe and score it.
 
-Tune short, train long: with ``--refit-steps`` or ``--refit-epochs`` the refit runs at a
-longer budget than the fold fits, and the chosen lambda is carried over by holding the decay
-timescale tau as a fraction of the run (Wang & Aitchison 2024), not as a raw number.
+Tune short, train long: with ``--refit-steps``, ``--refit-epochs`` or ``--refit-size`` the
+refit runs at another budget than the fold fits, and the chosen lambda is carried over by
+holding the decay timescale tau as a fraction of the run (Wang & Aitchison 2024), not as a
+raw number: lambda x fold-fit steps / refit steps (all of a refit's steps, on every image).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambd
               "epoch and its decay timescale tau in epochs is shorter by that ratio: each "
               "image is seen as often as in a fold fit, but the weights decay over more "
               "steps.")
-TRANSFER_NOTE = ("Refit at a longer budget than the fold fits (--refit-steps/--refit-epochs): "
+TRANSFER_NOTE = ("Refit at its own budget (--refit-steps, --refit-epochs, --refit-size): "
                  "lambda is multiplied by fold-fit steps / refit steps, so tau = 1/(lr_eff x "
                  "lambda) steps stays the same fraction of the run; --refit-lambda same keeps "
                  "the CV's lambda instead.")
@@ -45,12 +46,15 @@ def transferred_lambda(lam: float, fit_steps: float, refit_steps: float) -> floa
     return lam * fit_steps / refit_steps
 
 
-def refit_budget(base: TrainConfig, steps: int | None, epochs: int | None) -> TrainConfig:
-    """The base config at the refit's budget: ``steps``, else ``epochs``, else unchanged."""
-    if steps:
-        return replace(base, steps=steps)
-    if epochs:
-        return replace(base, steps=None, epochs=epochs)
+def refit_budget(base: TrainConfig, options) -> TrainConfig:
+    """The base config at the refit's budget: ``--refit-steps``, else ``--refit-epochs``,
+    else the fits'; at ``--refit-size`` inputs (evaluated at that size) when given."""
+    if options.refit_steps:
+        base = replace(base, steps=options.refit_steps)
+    elif options.refit_epochs:
+        base = replace(base, steps=None, epochs=options.refit_epochs)
+    if options.refit_size:
+        base = replace(base, size=list(options.refit_size), eval_size=list(options.refit_size))
     return base
 
 
@@ -75,8 +79,9 @@ def refit_timescale(base: TrainConfig, choice: dict, lam_fit: float, lam_refit: 
 
 def _budget_transfer(base: TrainConfig, config: TrainConfig, choice: dict, lam: float,
                      options, fold_steps: float | None, n_train: int) -> dict[str, Any] | None:
-    """How lambda moves to a longer refit budget; None when the refit keeps the fits'."""
-    if not (options.refit_steps or options.refit_epochs) or not fold_steps:
+    """How lambda moves to the refit's budget; None when the refit keeps the fits'. Input
+    size leaves the steps, so tau, unchanged: only steps move lambda."""
+    if not (options.refit_steps or options.refit_epochs or options.refit_size) or not fold_steps:
         return None
     fit_total = run_steps(base, fold_steps)
     refit_total = run_steps(config, max(1, n_train // min(config.batch_size, n_train)))
@@ -95,7 +100,7 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
     """Retrain on the whole training split with the chosen recipe (at the refit budget, its
     lambda transferred by tau) and score it, recording its decay timescale."""
     out = run_dir / "refit"
-    config = replace(refit_budget(base, options.refit_steps, options.refit_epochs),
+    config = replace(refit_budget(base, options),
                      lr=choice["lr"], decay_mode=choice["decay_mode"],
                      loss=choice.get("loss", base.loss),
                      class_weights=choice.get("class_weights", base.class_weights))
