@@ -724,3 +724,18 @@ def test_refit_budget_options_are_checked():
         validate(TuneOptions(grid=[0.0], refit_epochs=0))
     with pytest.raises(UserError, match="--refit-lambda 'half'"):
         validate(TuneOptions(grid=[0.0], refit_lambda="half"))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_compute_of_step_budget_fits_counts_the_epochs_they_run(tmp_path):
+    """--steps 3 on 2 folds of TINY's 12 images: fits on 6, batch 4 -> 1 step per epoch, so
+    each fit runs 3 epochs (not the unused --epochs 30): 2 lambdas x 2 fits x 3 = 12."""
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    base = TrainConfig(data=TINY, steps=3, batch_size=4, device="cpu")
+    payload = run_tune(base, TuneOptions(grid=[0.0, 0.1], folds=2, pruner="none"),
+                       tmp_path / "tune", quiet=True)
+    assert payload["epochs_per_fit"] == 3 and payload["fit_epochs_per_trial"] == 6
+    assert payload["compute"]["epochs_run"] == 12
+    assert payload["compute"]["epochs_full_grid"] == 12 and payload["compute"]["fraction"] == 1

@@ -100,7 +100,8 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
         lambda_axis(ax[1], lams)
         sections.append(("Train and validation mIoU, weight norm", figure_to_img(fig)))
     if trials:
-        full = payload["epochs_per_fit"] * payload["folds"] * payload["repeats"]
+        full = payload.get("fit_epochs_per_trial") or (payload["epochs_per_fit"]
+                                                       * payload["folds"] * payload["repeats"])
         fig, ax = plt.subplots(figsize=(7, 3.5))
         labels = [f"#{t['number']}\n{t['weight_decay']:g}" for t in trials]
         colours = ["tab:orange" if t["pruned"] else "tab:blue" for t in trials]

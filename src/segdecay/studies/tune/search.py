@@ -11,6 +11,7 @@ whole folds, compared fit by fit).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,13 @@ def fit_steps_per_epoch(fits, batch_size: int) -> float:
     return sum(steps) / len(steps)
 
 
+def fit_epochs(base: TrainConfig, data) -> int:
+    """Epochs one CV fit runs, as the training loop counts them (``--steps`` included)."""
+    n = len(data.train)
+    steps_per_epoch = max(1, n // min(base.batch_size, n))
+    return math.ceil((base.steps or base.epochs * steps_per_epoch) / steps_per_epoch)
+
+
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
     """Number of another live or finished trial with these params (grid end-game, reruns)."""
     for other in study.get_trials(deepcopy=False):
@@ -141,6 +149,7 @@ class Objective:
                  quiet: bool = True, progress: bool = False) -> None:
         self.base, self.options, self.fits, self.run_dir = base, options, fits, run_dir
         self.steps_per_epoch = fit_steps_per_epoch(fits, base.batch_size)
+        self.fit_epochs = [fit_epochs(base, d) for _, _, d in fits]
         self.quiet = quiet
         self.progress = progress
 
@@ -166,9 +175,8 @@ class Objective:
         per_fold = reports_per_fold(self.options)
         # Per-epoch pruners need a val score every epoch; the others use a fit's final score
         # alone, so their fits validate once, at the end (the weights are the same either way).
-        config = replace(self.base, eval_every=self.base.epochs if per_fold else 1,
-                         **overrides)
-        epochs_per_fit = config.epochs
+        config = replace(self.base, **overrides)
+        epochs_per_fit = max(self.fit_epochs)  # per-epoch reports of fit i start at i x this
         scores, train_scores, norms, epochs_run = [], [], [], 0
         for i, (r, f, data) in enumerate(self.fits):
             out = self.run_dir / "trials" / f"{trial.number:04d}" / f"r{r}f{f}"
@@ -184,7 +192,9 @@ class Objective:
                     raise optuna.TrialPruned(f"pruned at fold {i + 1} epoch {row['epoch']}")
 
             try:
-                summary = train(replace(config, seed=self.base.seed + r), out, data=data,
+                every = self.fit_epochs[i] if per_fold else 1
+                summary = train(replace(config, seed=self.base.seed + r, eval_every=every),
+                                out, data=data,
                                 log=Log(quiet=self.quiet), on_epoch=report, checkpoints=False)
             except optuna.TrialPruned as pruned:
                 trial.set_user_attr("fold_scores", scores)
@@ -263,9 +273,10 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     fits, facts = fold_plan(data, options)
     objective = Objective(base, options, fits, run_dir, quiet=quiet, progress=progress)
     facts["steps_per_epoch"] = objective.steps_per_epoch
+    facts["fit_epochs"] = objective.fit_epochs
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
-        sampler=_sampler(options), pruner=_pruner(options, base.epochs),
+        sampler=_sampler(options), pruner=_pruner(options, max(objective.fit_epochs)),
         direction="maximize", load_if_exists=True,
     )
     for key, value in facts.items():  # the summary reads them back (same for every worker)

@@ -156,7 +156,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     rows = trial_rows(study, base)
     n_fits = options.folds * options.repeats
     choice = choose(rows, n_fits, options.folds)
-    full = base.epochs * n_fits
+    per_fit = study.user_attrs.get("fit_epochs") or [base.epochs] * n_fits
+    full = sum(per_fit)  # fit-epochs of one whole trial (--steps fits count as they run)
     counted = [r for r in rows if r["duplicate_of"] is None]
     trained = [r for r in counted if not r["skipped"]]
     used = sum(r["epochs_run"] for r in counted)
@@ -172,7 +173,8 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "group_by": options.group_by,
         "groups": study.user_attrs.get("groups"),
         "distinct_fold_assignments": study.user_attrs.get("distinct_assignments"),
-        "epochs_per_fit": base.epochs,
+        "epochs_per_fit": max(per_fit),
+        "fit_epochs_per_trial": full,
         "base_config": redact_config(base),
         "trials": counted,
         "compute": {"epochs_run": used, "epochs_full_grid": full * len(trained),
