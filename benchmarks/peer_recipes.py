@@ -25,7 +25,8 @@ CrackForest (random 256x256 crops, 600 steps, whole 320x480 test images)::
 
 Prints one table (mIoU; foreground IoU and Dice on binary data; minutes) and the per-class
 IoU, and writes ``results.json`` in ``--out``. Rows train one after another, so minutes are
-comparable within one invocation.
+comparable within one invocation. Rerunning the same command resumes: rows already in
+``results.json`` are kept, not retrained.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from segdecay.config import TrainConfig, load_config, parse_size
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegSplit
 from segdecay.runs import evaluate_run
+from segdecay.runs.folder import is_finished, read_summary
 from segdecay.training import Log, train
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -237,8 +239,12 @@ def segdecay_config(protocol: Protocol, seed: int, base: TrainConfig | None) -> 
 
 
 def train_segdecay(config: TrainConfig, out: Path) -> dict:
-    """One segdecay run through its engine, scored on test by ``segdecay evaluate``."""
-    summary = train(config, out, log=Log())
+    """One segdecay run through its engine, scored on test by ``segdecay evaluate``; a run
+    an interrupted invocation left behind is resumed, a finished one reused."""
+    if is_finished(out):
+        summary = read_summary(out)
+    else:
+        summary = train(config, out, log=Log(), resume=(out / "last.pt").exists())
     test = evaluate_run(out, split="test", checkpoint="last", quiet=True)
     return {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
             "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
@@ -304,6 +310,32 @@ def print_margins(results: dict[str, list[dict]], binary: bool) -> None:
             print(f"{name:<22} mean {_mean(diffs):+.3f}  ({per_seed})")
 
 
+# ---------------------------------------------------------------- results file
+
+def _protocol_json(protocol: Protocol) -> dict:
+    return json.loads(json.dumps(protocol.__dict__))  # tuples as lists, as read back
+
+
+def finished_rows(path: Path, protocol: Protocol) -> dict[str, list[dict]]:
+    """Rows an earlier invocation of the same protocol finished, so a rerun resumes; a
+    results file of another protocol is refused rather than mixed in."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved["protocol"] != _protocol_json(protocol):
+        raise SystemExit(f"{path} holds another protocol ({saved['protocol']}); give "
+                         "another --out or remove it")
+    return saved["results"]
+
+
+def write_results(path: Path, protocol: Protocol, results: dict[str, list[dict]]) -> None:
+    """Atomic: a run killed mid-write keeps the rows it had."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"protocol": protocol.__dict__, "results": results}, indent=1))
+    tmp.replace(path)
+
+
 def _recipe_option(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -355,9 +387,12 @@ def main() -> None:
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     extra = {name: load_config(path) for name, path in args.recipe}
     out = Path(args.out)
-    results: dict[str, list[dict]] = {}
+    results = finished_rows(out / "results.json", protocol)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in rows + list(extra):
+            if any(r["seed"] == seed for r in results.get(name, [])):
+                print(f"== {name} seed {seed}: in {out / 'results.json'}, kept", flush=True)
+                continue
             print(f"== {name} seed {seed}", flush=True)
             if name in PEERS:
                 result = train_peer(PEERS[name], protocol, seed)
@@ -365,9 +400,7 @@ def main() -> None:
                 config = segdecay_config(protocol, seed, extra.get(name))
                 result = train_segdecay(config, out / f"{name}-seed{seed}")
             results.setdefault(name, []).append({**result, "seed": seed})
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps(
-                {"protocol": protocol.__dict__, "results": results}, indent=1))
+            write_results(out / "results.json", protocol, results)
     print_table(results)
 
 
