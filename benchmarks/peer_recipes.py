@@ -47,6 +47,7 @@ from torch import nn
 from segdecay.config import TrainConfig, load_config, parse_size
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.fileio import atomic_write_text
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.training import Log, train
@@ -330,10 +331,8 @@ def finished_rows(path: Path, protocol: Protocol) -> dict[str, list[dict]]:
 
 def write_results(path: Path, protocol: Protocol, results: dict[str, list[dict]]) -> None:
     """Atomic: a run killed mid-write keeps the rows it had."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"protocol": protocol.__dict__, "results": results}, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"protocol": protocol.__dict__, "results": results},
+                                       indent=1))
 
 
 def _recipe_option(text: str) -> tuple[str, str]:
