@@ -1,13 +1,15 @@
 """Same lambda grid with and without pruning: compute used and whether the choice moves.
 
     .venv/bin/python benchmarks/tune_pruning.py [--data synthetic] [--grid 0,1e-4,...]
-        [--pruners median,hyperband,wilcoxon] [--seeds 0,1,2] [--verify]
+        [--pruners race,screen:0.2,median,hyperband] [--seeds 0,1,2] [--verify]
 
 Per seed it runs the full grid once (no pruning) with k-fold CV, which records every trial's
-per-epoch val mIoU. Each pruner is then replayed on those recorded curves, trial by trial
-in the same order, through Optuna's own pruner objects: a pruned trial's curve is a prefix
-of the full one because runs are deterministic (same seed, same numbers on CPU), so the
-replay makes exactly the decisions a real pruned study would, at no extra training cost.
+per-epoch val mIoU. ``screen`` (``screen:0.2`` for another fraction) runs for real: its
+short runs are whole runs of their own. Each other pruner is replayed on those recorded
+curves, trial by trial in the same order, through Optuna's own pruner objects: a pruned
+trial's curve is a prefix of the full one because runs are deterministic (same seed, same
+numbers on CPU), so the replay makes exactly the decisions a real pruned study would, at no
+extra training cost.
 ``--verify`` also runs the first pruner for real and checks the replay against it.
 
 Prints, per seed and pruner, the fit-epochs used as a fraction of the full grid, both
@@ -92,7 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--grid", default="0,1e-5,1e-4,1e-3,1e-2,1e-1")
-    parser.add_argument("--pruners", default="race,median,hyperband")
+    parser.add_argument("--pruners", default="race,screen,median,hyperband",
+                        help="replayed on the full grid's curves; screen[:FRACTION] runs for "
+                             "real (its short runs are not prefixes of the full ones)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--select", default="1se", choices=["1se", "1se-unpaired", "min"])
@@ -120,13 +124,20 @@ def main() -> None:
             a = full["chosen"]
             interior = full["lambda_min"] not in (grid[0], grid[-1])
             for pruner in pruners:
-                opts = replace(full_opts, pruner=pruner)
-                r = replay(trials, opts, base.epochs)
+                if pruner.startswith("screen"):  # short runs are not prefixes: run it
+                    fraction = float(pruner.partition(":")[2] or 0.25)
+                    opts = replace(full_opts, pruner="screen", screen_fraction=fraction)
+                    real = run_tune(base, opts, Path(tmp) / pruner.replace(":", "-"),
+                                    quiet=True)
+                    r = {"epochs_run": real["compute"]["epochs_run"], "chosen": real["chosen"]}
+                else:
+                    opts = replace(full_opts, pruner=pruner)
+                    r = replay(trials, opts, base.epochs)
                 close = abs(grid.index(a) - grid.index(r["chosen"])) <= 1
                 print(f"{seed:>4} {pruner:>9} {r['epochs_run'] / total:>8.2f} {a:>11g} "
                       f"{r['chosen']:>13g} {str(r['chosen'] == a):>5} {str(close):>13} "
                       f"{str(interior):>8}", flush=True)
-                if args.verify and pruner == pruners[0]:
+                if args.verify and pruner == pruners[0] and not pruner.startswith("screen"):
                     real = run_tune(base, opts, Path(tmp) / pruner, quiet=True)
                     same = (real["compute"]["epochs_run"], real["chosen"]) == (
                         r["epochs_run"], r["chosen"])

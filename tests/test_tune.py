@@ -601,6 +601,97 @@ def test_race_in_a_tune_records_every_decision_and_drops_only_at_whole_fold_scor
     assert race["compute"]["epochs_run"] < full["compute"]["epochs_run"]
 
 
+# ------------------------------------------------------------------ screen
+
+SCREEN_SEEN: list[tuple[int, float]] = []
+
+
+def _scripted_budget_train(config, out, *, data, log, on_epoch, checkpoints):
+    """As _scripted_train, but a lambda's loss follows lambda x epochs / 8, the strength of
+    decay as a fraction of an 8-epoch run: a 2-epoch run at 4 lambda scores as the 8-epoch
+    run at lambda, less 0.1 for its shorter training."""
+    SCREEN_SEEN.append((config.epochs, config.weight_decay))
+    f = int(Path(out).name.split("f")[-1])
+    key = min(LAMBDA_LOSS, key=lambda lam: abs(lam - config.weight_decay * config.epochs / 8))
+    jitter = 0.003 * ((f * 7 + round(1e4 * key)) % 3 - 1)
+    score = FOLD_LEVEL[f] - LAMBDA_LOSS[key] + jitter - (0.1 if config.epochs < 8 else 0.0)
+    for epoch in range(1, config.epochs + 1):
+        on_epoch({"epoch": epoch, "val_miou": score})
+    return {"status": "completed", "final_val_miou": score, "final_train_miou": score + 0.1,
+            "weight_norm": 1.0}
+
+
+def test_screen_trains_short_runs_at_moved_lambdas_then_the_selection_at_full_budget(
+        tmp_path, monkeypatch):
+    """Every grid point is screened on every fold at a quarter of the epochs with lambda x 4
+    (tau the same fraction of the run); lambda.min and the paired choice go on to the full
+    budget (with the next larger lambda when they coincide); the choice is the full grid's,
+    at (5 x 3 x 2 + 2 x 3 x 8) / (5 x 3 x 8) = 78/120 of its fit-epochs; a rerun resumes
+    both studies and trains nothing."""
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_budget_train)
+    base = TrainConfig(data=TINY, epochs=8, batch_size=4)
+    grid = sorted(LAMBDA_LOSS)
+    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none"),
+                    tmp_path / "full", quiet=True)
+    SCREEN_SEEN.clear()
+    options = TuneOptions(grid=grid, folds=3, seed=0, pruner="screen", screen_fraction=0.25)
+    screened = run_tune(base, options, tmp_path / "screen", quiet=True)
+    short = [(e, lam) for e, lam in SCREEN_SEEN if e == 2]
+    assert len(short) == 15
+    assert sorted(lam for _, lam in short) == pytest.approx([4 * g for g in grid for _ in "abc"])
+    # both rules name 1e-3 on the screen as on the full grid: the next larger comes along
+    assert full["lambda_min"] == full["chosen"] == 1e-3
+    promoted = {1e-3, 1e-2}
+    assert {lam for e, lam in SCREEN_SEEN if e == 8} == promoted
+    assert screened["screen"]["promoted"]["weight_decay"] == sorted(promoted)
+    assert {t["weight_decay"] for t in screened["trials"]} == promoted
+    assert screened["pruner"] == "screen"
+    assert screened["chosen"] == full["chosen"]
+    assert screened["screen"]["lambda_scale"] == 4.0 and screened["screen"]["epochs"] == 2
+    assert screened["compute"]["epochs_run"] == 5 * 3 * 2 + 2 * 3 * 8
+    assert screened["compute"]["fraction"] == pytest.approx(78 / 120)
+    assert full["compute"]["epochs_full_grid"] == screened["compute"]["epochs_full_grid"]
+    SCREEN_SEEN.clear()
+    again = run_tune(base, options, tmp_path / "screen", quiet=True)
+    assert SCREEN_SEEN == [] and again["chosen"] == screened["chosen"]
+
+
+def test_screen_promotes_a_neighbour_when_min_and_choice_coincide():
+    """One lambda named by both rules brings the next larger one along (the next smaller at
+    the grid's strong end; for a tau grid, stronger is the next shorter tau)."""
+    from segdecay.studies.tune import TuneOptions
+    from segdecay.studies.tune.screen import promoted
+
+    def rows(scores):
+        return [{"state": "COMPLETE", "duplicate_of": None, "skipped": None, "folds_done": 3,
+                 "weight_decay": lam, "tau_epochs": 1 / lam if lam else None,
+                 "fold_scores": s, "lr": 0.1, "decay_mode": None, "loss": "ce",
+                 "class_weights": "none", "epochs_run": 6} for lam, s in scores.items()]
+
+    # 1e-2 is best on every fold by 0.1: both rules name it alone
+    clear = {1e-3: [0.5, 0.4, 0.3], 1e-2: [0.6, 0.5, 0.4], 1e-1: [0.5, 0.4, 0.3]}
+    lam_grid = TuneOptions(grid=sorted(clear), folds=3)
+    assert promoted(rows(clear), lam_grid)["values"] == [1e-2, 1e-1]
+    edge = {1e-3: [0.5, 0.4, 0.3], 1e-2: [0.5, 0.4, 0.3], 1e-1: [0.6, 0.5, 0.4]}
+    assert promoted(rows(edge), lam_grid)["values"] == [1e-2, 1e-1]
+    tau_grid = TuneOptions(tau_grid=[10.0, 100.0, 1000.0], folds=3)
+    assert promoted(rows(clear), tau_grid)["values"] == [10.0, 100.0]
+
+
+def test_screen_refuses_searches_without_a_grid_and_fractions_outside_0_1():
+    from segdecay.studies.tune import TuneOptions
+    from segdecay.studies.tune.options import validate
+
+    with pytest.raises(UserError, match="--pruner screen .* not --search tpe"):
+        validate(TuneOptions(search="tpe", range=(1e-5, 1e-1), trials=4, pruner="screen"))
+    with pytest.raises(UserError, match="--screen-fraction 1.5"):
+        validate(TuneOptions(grid=[0.0, 1e-3], pruner="screen", screen_fraction=1.5))
+
+
 def test_wilcoxon_pruner_refuses_fold_counts_where_it_cannot_prune():
     from segdecay.studies.tune import TuneOptions
     from segdecay.studies.tune.options import validate

@@ -44,7 +44,12 @@ def add_parser(sub) -> None:
     s.add_argument("--repeats", type=int, default=1, help="repeated CV with new fold seeds")
     s.add_argument("--pruner", default="race", choices=list(PRUNERS),
                    help="stop hopeless trials early; race: paired comparisons of whole-fold "
-                   "scores [default: race]")
+                   "scores; screen: every grid point first as complete short runs (tau kept "
+                   "as a fraction of the run), the selection's lambdas then at the full "
+                   "budget under the race [default: race]")
+    s.add_argument("--screen-fraction", type=float, default=0.25, metavar="F",
+                   help="--pruner screen: the short runs' share of each fit's epochs or "
+                   "steps [default: 0.25]")
     s.add_argument("--select", default="1se", choices=list(SELECTIONS),
                    help="1se: paired lambda.1se (same folds, Nadeau-Bengio corrected SE); "
                    "1se-unpaired: glmnet's rule; min: lambda.min [default: 1se]")
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         modes=parse_choices(args.decay_modes), losses=parse_choices(args.loss_grid),
         weightings=parse_choices(args.class_weights_grid),
         folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
+        screen_fraction=args.screen_fraction,
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
         refit=args.refit or bool(args.refit_steps or args.refit_epochs or args.refit_size),
         refit_steps=args.refit_steps, refit_epochs=args.refit_epochs,

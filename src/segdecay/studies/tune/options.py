@@ -11,7 +11,7 @@ from segdecay.decay.optimizers import SIGN_FLIP
 from segdecay.errors import UserError
 
 SEARCHES = ("grid", "random", "tpe")
-PRUNERS = ("race", "none", "median", "hyperband", "wilcoxon")
+PRUNERS = ("race", "screen", "none", "median", "hyperband", "wilcoxon")
 WILCOXON_P = 0.1  # the Wilcoxon pruner's one-sided p threshold
 # Measured on the demo grid (benchmarks/tune_pruning.py, 3 seeds, README "Measured results").
 MID_SCHEDULE_BIAS = ("note: --pruner {pruner} compares runs mid-schedule, where lightly "
@@ -39,6 +39,8 @@ class TuneOptions:
     group_by: str | None = None
     repeats: int = 1
     pruner: str = "race"
+    screen_fraction: float = 0.25  # --pruner screen: the short rung's share of the budget
+    lambda_scale: float = 1.0  # set by the screen: its fits train lambda x this (tau moved)
     storage: str | None = None
     study: str = "segdecay"
     workers: int = 1
@@ -103,6 +105,7 @@ def validate(options: TuneOptions) -> None:
             f"{options.folds * options.repeats} fits (the smallest p after n fits is 1/2^n), "
             f"so it would never prune a trial it has not finished; use at least "
             f"{wilcoxon_min_fits()} fits (--folds, --repeats) or --pruner race")
+    _validate_screen(options)
     for flag, values, choices in (("--decay-modes", options.modes, DECAY_MODES),
                                   ("--loss-grid", options.losses, LOSSES),
                                   ("--class-weights-grid", options.weightings, CLASS_WEIGHTS)):
@@ -114,6 +117,18 @@ def validate(options: TuneOptions) -> None:
     for name in ("folds", "repeats", "workers"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+
+def _validate_screen(options: TuneOptions) -> None:
+    """The screen trains every grid point at a fraction of the budget: a grid, 0 < f < 1."""
+    if options.pruner != "screen":
+        return
+    if options.search != "grid":
+        raise UserError(f"--pruner screen trains every grid point at a short budget first: "
+                        f"use --grid or --tau-grid, not --search {options.search}")
+    if not 0 < options.screen_fraction < 1:
+        raise UserError(f"--screen-fraction {options.screen_fraction:g}: must lie between 0 "
+                        "and 1 (the short rung's share of each fit's budget)")
 
 
 def _validate_refit(options: TuneOptions) -> None:
@@ -150,11 +165,14 @@ def validate_against(options: TuneOptions, optimizer: str, decay_mode: str | Non
     if options.search != "grid" and options.range is not None:
         lams = [options.range[1]]
     option = "--grid" if options.search == "grid" else "--range"
+    scale = options.lambda_scale  # the screen's short runs train lambda x this
+    where = "" if scale == 1 else f" (x{scale:g} in --pruner screen's short runs)"
     for rate in options.lr_grid or [lr]:
-        bad = [lam for lam in lams if rate * lam >= 1]
+        bad = [lam for lam in lams if rate * lam * scale >= 1]
         if bad:
-            raise UserError(f"{option} lambda {max(bad):g} with --lr {rate:g}: lr·lambda = "
-                            f"{rate * max(bad):g} >= 1, so {SIGN_FLIP}; lower the grid")
+            raise UserError(f"{option} lambda {max(bad):g}{where} with --lr {rate:g}: "
+                            f"lr·lambda = {rate * max(bad) * scale:g} >= 1, so {SIGN_FLIP}; "
+                            "lower the grid")
 
 
 def wilcoxon_min_fits() -> int:

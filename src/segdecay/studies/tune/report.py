@@ -165,6 +165,8 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
                 ("Trials", html_table(["#", "state", "lambda", "tau (epochs)", "lr", "mode",
                                        "loss", "class weights", "CV mIoU", "SE", "folds",
                                        "train mIoU", "||w||", "fit-epochs"], rows))]
+    if payload.get("screen"):
+        sections.append(_screen_section(payload["screen"]))
     if payload.get("refit"):
         r = payload["refit"]
         moved = r.get("transfer")
@@ -182,3 +184,23 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
     path = run_dir / "report.html"
     atomic_write_text(path, page(f"segdecay tune {run_dir.name}", sections))
     return path
+
+
+def _screen_section(screen: dict) -> tuple[str, str]:
+    """The short rung of --pruner screen: its budget, its curve, what it promoted."""
+    budget = f"{screen['steps']} steps" if screen["steps"] else f"{screen['epochs']} epochs"
+    promoted = {k: v for k, v in screen["promoted"].items() if k != "setting"}
+    axis, values = next(iter(promoted.items()))
+    name = "tau (epochs)" if axis == "tau_epochs" else "lambda"
+    setting = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
+                        screen["promoted"]["setting"].items() if v is not None)
+    curve = html_table(["lambda", "CV mIoU", "SE", "fits"],
+                       [[p["lam"], p["mean"], p["se"], p["n"]]
+                        for p in screen["selection"]["curve"]])
+    text = (f"<p>Every grid point ran on every fold at {budget} a fit ({screen['fraction']:g} "
+            f"of the budget), lambda x {screen['lambda_scale']:g} so tau stays the same "
+            f"fraction of the run; {screen['epochs_run']} fit-epochs. Promoted to the full "
+            f"budget: {name} {', '.join(f'{v:g}' for v in values)} "
+            f"({html.escape(setting)}). The curve below is "
+            "the short runs' (grid lambdas, before the x scale).</p>")
+    return "Screen: complete short runs first", text + curve

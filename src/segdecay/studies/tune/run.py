@@ -11,6 +11,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.studies.tune.options import (
@@ -19,9 +21,16 @@ from segdecay.studies.tune.options import (
     validate,
     validate_against,
 )
+from segdecay.studies.tune.screen import (
+    full_options,
+    promoted,
+    screen_budget,
+    screen_options,
+    screen_payload,
+)
 from segdecay.studies.tune.search import run_worker, worker_entry
-from segdecay.studies.tune.storage import redact, resolve_storage_url
-from segdecay.studies.tune.summary import summarize_study
+from segdecay.studies.tune.storage import open_storage, redact, resolve_storage_url
+from segdecay.studies.tune.summary import summarize_study, trial_rows
 from segdecay.studies.workers import printer, spawn_workers
 from segdecay.training.defaults import resolve_defaults
 
@@ -54,9 +63,40 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
     if options.pruner in ("median", "hyperband"):
         say(MID_SCHEDULE_BIAS.format(pruner=options.pruner))
     started = time.perf_counter()
+    screen = None
+    if options.pruner == "screen":
+        options, screen = run_screen(base, options, run_dir, url, quiet, say)
+    run_study(base, options, run_dir, url, quiet)
+    return summarize_study(base, options, run_dir, url, time.perf_counter() - started, say,
+                           screen=screen)
+
+
+def run_study(base: TrainConfig, options: TuneOptions, run_dir: Path, url: str,
+              quiet: bool) -> None:
+    """Run (or resume) one study to the end with ``options.workers`` processes."""
     if options.workers == 1:
         run_worker(base, options, run_dir, url, quiet=True, progress=not quiet)
     else:
         spawn_workers(worker_entry, (asdict(base), asdict(options), str(run_dir), url,
                                      not quiet), options.workers)
-    return summarize_study(base, options, run_dir, url, time.perf_counter() - started, say)
+
+
+def run_screen(base: TrainConfig, options: TuneOptions, run_dir: Path, url: str, quiet: bool,
+               say) -> tuple[TuneOptions, dict[str, Any]]:
+    """The screen's short rung (its own study, fits under ``run_dir/screen``), then the
+    options of the full-budget study over the points it promoted."""
+    short, scale = screen_budget(base, options.screen_fraction)
+    first = screen_options(options, scale)
+    validate_against(first, base.optimizer, base.decay_mode, base.lr)
+    budget = f"{short.steps} steps" if short.steps else f"{short.epochs} epochs"
+    say(f"screen: every grid point on every fold at {budget} a fit, lambda x {scale:g} "
+        f"(tau the same fraction of the run)")
+    run_study(short, first, run_dir / "screen", url, quiet)
+    study = optuna.load_study(study_name=first.study, storage=open_storage(url))
+    rows = trial_rows(study, short)
+    promotion = promoted(rows, options)
+    payload = screen_payload(rows, promotion, options.screen_fraction, short, scale)
+    name = "tau" if promotion["axis"] == "tau_epochs" else "lambda"
+    say(f"screen: promoted {name} {', '.join(f'{v:g}' for v in promotion['values'])} "
+        f"to the full budget ({payload['epochs_run']} fit-epochs screened)")
+    return full_options(options, promotion), payload

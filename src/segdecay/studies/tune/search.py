@@ -45,7 +45,7 @@ def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
 
 def reports_per_fold(options: TuneOptions) -> bool:
     """Whether the pruner sees one score per fold (paired tests) instead of one per epoch."""
-    return options.pruner in ("race", "wilcoxon")
+    return options.pruner in ("race", "wilcoxon", "screen")
 
 
 def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
@@ -172,6 +172,10 @@ class Objective:
         overrides = config_overrides(params, self.base, self.steps_per_epoch)
         if "tau_epochs" in params:  # the lambda it converted to (a lambda grid has it in params)
             trial.set_user_attr("weight_decay", overrides["weight_decay"])
+        if self.options.lambda_scale != 1:  # a screen's short run: tau kept as a fraction
+            overrides["weight_decay"] = overrides.get(
+                "weight_decay", self.base.weight_decay) * self.options.lambda_scale
+            trial.set_user_attr("trained_weight_decay", overrides["weight_decay"])
         per_fold = reports_per_fold(self.options)
         # Per-epoch pruners need a val score every epoch; the others use a fit's final score
         # alone, so their fits validate once, at the end (the weights are the same either way).

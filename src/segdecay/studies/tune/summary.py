@@ -150,8 +150,12 @@ def _judge(choice: dict[str, Any], options, facts: dict[str, Any]) -> dict[str, 
 
 
 def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds: float,
-                    say) -> dict[str, Any]:
-    """Write tune.json, trials.csv, report.html (and refit when asked); return tune.json."""
+                    say, screen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write tune.json, trials.csv, report.html (and refit when asked); return tune.json.
+
+    After ``--pruner screen``, ``options`` are the full-budget study's and ``screen`` what
+    the short rung did: its fit-epochs count in the compute, its grid points in the full
+    grid's."""
     study = optuna.load_study(study_name=options.study, storage=open_storage(url))
     rows = trial_rows(study, base)
     n_fits = options.folds * options.repeats
@@ -161,13 +165,17 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     counted = [r for r in rows if r["duplicate_of"] is None]
     trained = [r for r in counted if not r["skipped"]]
     used = sum(r["epochs_run"] for r in counted)
+    points = len(trained)
+    if screen is not None:
+        used += screen["epochs_run"]
+        points = screen["grid_points"]
     payload: dict[str, Any] = {
         "study": options.study,
         "storage": redact(url),
         "search": options.search,
         "tau_grid": options.tau_grid,
         "steps_per_epoch_of_fits": study.user_attrs.get("steps_per_epoch"),
-        "pruner": options.pruner,
+        "pruner": "screen" if screen is not None else options.pruner,
         "folds": options.folds,
         "repeats": options.repeats,
         "group_by": options.group_by,
@@ -177,21 +185,25 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "fit_epochs_per_trial": full,
         "base_config": redact_config(base),
         "trials": counted,
-        "compute": {"epochs_run": used, "epochs_full_grid": full * len(trained),
-                    "fraction": used / (full * len(trained)) if trained else None},
+        "compute": {"epochs_run": used, "epochs_full_grid": full * points,
+                    "fraction": used / (full * points) if points else None},
         "wall_seconds": seconds,
         "se_caveat": "unpaired fold standard errors underestimate the variance of CV "
                      "estimates (Bengio & Grandvalet 2004); the paired rule corrects its SE "
                      "for the overlap of the training folds (Nadeau & Bengio 2003)",
     }
+    if screen is not None:
+        payload["screen"] = screen
     if choice:
         chosen = choice[SELECT_KEYS[options.select]]
         payload.update({"lambda_min": choice["lambda_min"], "lambda_1se": choice["lambda_1se"],
                         "lambda_1se_unpaired": choice["lambda_1se_unpaired"],
                         "select": options.select, "chosen": chosen, "selection": choice,
                         "evidence": _judge(choice, options, study.user_attrs)})
-        if searched_parts(options):
-            payload["recipe_parts"] = part_gains(complete_rows(rows, n_fits), choice, chosen,
+        parts_from = (screen["trials"], screen["selection"]) if screen else (rows, choice)
+        if searched_parts(options):  # after a screen, what each part bought at its budget
+            payload["recipe_parts"] = part_gains(complete_rows(parts_from[0], n_fits),
+                                                 parts_from[1], chosen,
                                                  searched_parts(options), base, options.folds)
             for line in parts_lines(payload["recipe_parts"]):
                 say(line)
@@ -211,7 +223,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
     _write_trials_csv(run_dir / "trials.csv", counted)
     write_json(run_dir / "tune.json", payload)
     write_tune_report(run_dir, payload)
-    say(f"used {used} of {full * len(trained)} fit-epochs "
+    say(f"used {used} of {full * points} fit-epochs "
         f"({payload['compute']['fraction'] or 0:.0%}); wrote {run_dir / 'tune.json'}, "
         f"{run_dir / 'report.html'}")
     return payload
