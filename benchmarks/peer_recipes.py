@@ -36,7 +36,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -389,18 +389,43 @@ def main() -> None:
     results = finished_rows(out / "results.json", protocol)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in rows + list(extra):
-            if any(r["seed"] == seed for r in results.get(name, [])):
+            recipe = row_recipe(name, protocol, seed, extra)
+            kept = [r for r in results.get(name, []) if r["seed"] == seed]
+            if kept:
+                check_same_recipe(kept[0], recipe, name, seed, out)
                 print(f"== {name} seed {seed}: in {out / 'results.json'}, kept", flush=True)
                 continue
             print(f"== {name} seed {seed}", flush=True)
             if name in PEERS:
                 result = train_peer(PEERS[name], protocol, seed)
             else:
-                config = segdecay_config(protocol, seed, extra.get(name))
-                result = train_segdecay(config, out / f"{name}-seed{seed}")
-            results.setdefault(name, []).append({**result, "seed": seed})
+                result = train_segdecay(TrainConfig(**recipe), out / f"{name}-seed{seed}")
+            results.setdefault(name, []).append({**result, "seed": seed, "recipe": recipe})
             write_results(out / "results.json", protocol, results)
     print_table(results)
+
+
+def row_recipe(name: str, protocol: Protocol, seed: int, extra: dict) -> dict:
+    """What a row trains, as plain values: the peer recipe, or segdecay's config."""
+    if name in PEERS:
+        return json.loads(json.dumps(PEERS[name].__dict__))
+    return json.loads(json.dumps(asdict(segdecay_config(protocol, seed, extra.get(name)))))
+
+
+def check_same_recipe(row: dict, recipe: dict, name: str, seed: int, out: Path) -> None:
+    """A kept row must have been trained with the recipe given now: an edited recipe file
+    would otherwise be reported with the old one's numbers (rows from before the recipe was
+    stored are kept, with a note)."""
+    if "recipe" not in row:
+        print(f"   note: {name} seed {seed} predates stored recipes; kept unchecked", flush=True)
+        return
+    changed = sorted(k for k in set(row["recipe"]) | set(recipe)
+                     if row["recipe"].get(k) != recipe.get(k))
+    if changed:
+        raise SystemExit(f"{out / 'results.json'}: row {name} seed {seed} was trained with "
+                         f"another recipe ({', '.join(changed)} differ); move "
+                         f"{out / 'results.json'} and {out / f'{name}-seed{seed}'} aside or "
+                         "name the recipe anew")
 
 
 if __name__ == "__main__":
