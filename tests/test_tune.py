@@ -682,6 +682,23 @@ def test_screen_promotes_a_neighbour_when_min_and_choice_coincide():
     assert promoted(rows(clear), tau_grid)["values"] == [10.0, 100.0]
 
 
+def test_the_default_pruner_is_the_screen_on_grids_it_can_shorten_else_the_race():
+    from segdecay.studies.tune import TuneOptions
+    from segdecay.studies.tune.options import resolve_pruner
+
+    def resolved(epochs=10, steps=None, **kw):
+        return resolve_pruner(TuneOptions(**kw), epochs, steps).pruner
+
+    assert resolved(grid=[0.0, 1e-3, 1e-2]) == "screen"
+    assert resolved(tau_grid=[3.0, 10.0, 30.0]) == "screen"
+    assert resolved(grid=[0.0, 1e-3]) == "race"  # two values: nothing to screen out
+    assert resolved(search="tpe", range=(1e-5, 1e-1), trials=8) == "race"
+    assert resolved(epochs=1, grid=[0.0, 1e-3, 1e-2]) == "race"  # 1 epoch short too
+    assert resolved(epochs=2, grid=[0.0, 1e-3, 1e-2]) == "screen"  # 1 epoch of 2
+    assert resolved(steps=600, grid=[0.0, 1e-3, 1e-2]) == "screen"
+    assert resolved(grid=[0.0, 1e-3, 1e-2], pruner="median") == "median"  # given: kept
+
+
 def test_screen_refuses_searches_without_a_grid_and_fractions_outside_0_1():
     from segdecay.studies.tune import TuneOptions
     from segdecay.studies.tune.options import validate

@@ -42,14 +42,15 @@ def add_parser(sub) -> None:
                    help="images whose names give the same match (group 1 if any) share a fold "
                    "[default: the dataset's groups: CamVid sequences]")
     s.add_argument("--repeats", type=int, default=1, help="repeated CV with new fold seeds")
-    s.add_argument("--pruner", default="race", choices=list(PRUNERS),
-                   help="stop hopeless trials early; race: paired comparisons of whole-fold "
-                   "scores; screen: every grid point first as complete short runs (tau kept "
-                   "as a fraction of the run), the selection's lambdas then at the full "
-                   "budget under the race [default: race]")
-    s.add_argument("--screen-fraction", type=float, default=0.25, metavar="F",
+    s.add_argument("--pruner", default="auto", choices=list(PRUNERS),
+                   help="stop hopeless trials early, comparing like with like; screen: every "
+                   "grid point first as complete short runs (tau kept as a fraction of the "
+                   "run), the selection's lambdas then at the full budget under the race; "
+                   "race: paired comparisons of whole-fold scores [default: auto = screen "
+                   "for a grid, race for random/tpe]")
+    s.add_argument("--screen-fraction", type=float, default=0.3, metavar="F",
                    help="--pruner screen: the short runs' share of each fit's epochs or "
-                   "steps [default: 0.25]")
+                   "steps [default: 0.3]")
     s.add_argument("--select", default="1se", choices=list(SELECTIONS),
                    help="1se: paired lambda.1se (same folds, Nadeau-Bengio corrected SE); "
                    "1se-unpaired: glmnet's rule; min: lambda.min [default: 1se]")

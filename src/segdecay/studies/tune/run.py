@@ -18,6 +18,7 @@ from segdecay.data import load_dataset_for
 from segdecay.studies.tune.options import (
     MID_SCHEDULE_BIAS,
     TuneOptions,
+    resolve_pruner,
     validate,
     validate_against,
 )
@@ -50,6 +51,8 @@ def study_base(base: TrainConfig, say) -> TrainConfig:
 def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
              quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the study with ``options.workers`` local processes, then summarize."""
+    chosen_by_default = options.pruner == "auto"
+    options = resolve_pruner(options, base.epochs, base.steps)
     validate(options)
     say = printer(quiet)
     base = study_base(base, say)
@@ -58,7 +61,8 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(options.storage, run_dir, options.workers)
     say(f"study '{options.study}' in {redact(url)}: {options.search} search, "
-        f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}, "
+        f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}"
+        f"{' (the default for this search)' if chosen_by_default else ''}, "
         f"{options.workers} worker(s)")
     if options.pruner in ("median", "hyperband"):
         say(MID_SCHEDULE_BIAS.format(pruner=options.pruner))
