@@ -125,7 +125,8 @@ def main() -> None:
             interior = full["lambda_min"] not in (grid[0], grid[-1])
             for pruner in pruners:
                 if pruner.startswith("screen"):  # short runs are not prefixes: run it
-                    fraction = float(pruner.partition(":")[2] or 0.25)
+                    given = pruner.partition(":")[2]
+                    fraction = float(given) if given else full_opts.screen_fraction
                     opts = replace(full_opts, pruner="screen", screen_fraction=fraction)
                     real = run_tune(base, opts, Path(tmp) / pruner.replace(":", "-"),
                                     quiet=True)

@@ -551,8 +551,14 @@ def _scripted_train(config, out, *, data, log, on_epoch, checkpoints):
     level minus its lambda's loss, with a small fixed jitter, after every epoch."""
     f = int(Path(out).name.split("f")[-1])
     EVAL_EVERY_SEEN.append(config.eval_every)
-    jitter = 0.003 * ((f * 7 + round(1e4 * config.weight_decay)) % 3 - 1)
-    score = FOLD_LEVEL[f] - LAMBDA_LOSS[config.weight_decay] + jitter
+    return _scripted_fit(config, on_epoch, f, config.weight_decay, 0.0)
+
+
+def _scripted_fit(config, on_epoch, f: int, lam: float, offset: float) -> dict:
+    """Fold f of grid lambda ``lam``: its fold level minus the lambda's loss, a small fixed
+    jitter and ``offset``, reported after every epoch; the summary train() would return."""
+    jitter = 0.003 * ((f * 7 + round(1e4 * lam)) % 3 - 1)
+    score = FOLD_LEVEL[f] - LAMBDA_LOSS[lam] + jitter + offset
     for epoch in range(1, config.epochs + 1):
         on_epoch({"epoch": epoch, "val_miou": score})
     return {"status": "completed", "final_val_miou": score, "final_train_miou": score + 0.1,
@@ -613,12 +619,7 @@ def _scripted_budget_train(config, out, *, data, log, on_epoch, checkpoints):
     SCREEN_SEEN.append((config.epochs, config.weight_decay))
     f = int(Path(out).name.split("f")[-1])
     key = min(LAMBDA_LOSS, key=lambda lam: abs(lam - config.weight_decay * config.epochs / 8))
-    jitter = 0.003 * ((f * 7 + round(1e4 * key)) % 3 - 1)
-    score = FOLD_LEVEL[f] - LAMBDA_LOSS[key] + jitter - (0.1 if config.epochs < 8 else 0.0)
-    for epoch in range(1, config.epochs + 1):
-        on_epoch({"epoch": epoch, "val_miou": score})
-    return {"status": "completed", "final_val_miou": score, "final_train_miou": score + 0.1,
-            "weight_norm": 1.0}
+    return _scripted_fit(config, on_epoch, f, key, -0.1 if config.epochs < 8 else 0.0)
 
 
 def test_screen_trains_short_runs_at_moved_lambdas_then_the_selection_at_full_budget(

@@ -25,9 +25,7 @@ from typing import Any
 
 from segdecay.config import TrainConfig
 from segdecay.studies.tune.options import TuneOptions
-from segdecay.studies.tune.summary import SELECT_KEYS, choose
-
-GRID_PARAMS = ("weight_decay", "tau_epochs")
+from segdecay.studies.tune.summary import SELECT_KEYS, SETTING, choose, complete_rows, setting_of
 
 
 def screen_budget(base: TrainConfig, fraction: float) -> tuple[TrainConfig, float]:
@@ -62,15 +60,14 @@ def promoted(rows: list[dict[str, Any]], options: TuneOptions) -> dict[str, Any]
     if not choice:
         raise RuntimeError("the screen finished no grid point on every fold")
     axis = "tau_epochs" if options.tau_grid else "weight_decay"
-    in_setting = [r for r in rows if r["state"] == "COMPLETE" and r["folds_done"] == n_fits
-                  and all(r[k] == choice[k] for k in ("lr", "decay_mode", "loss",
-                                                      "class_weights"))]
-    value_of = {r["weight_decay"]: r[axis] for r in in_setting}  # the axis value of a lambda
+    best = tuple(choice[k] for k in SETTING)
+    value_of = {r["weight_decay"]: r[axis] for r in complete_rows(rows, n_fits)
+                if setting_of(r) == best}  # the axis value of each lambda of the best setting
     picks = {value_of[choice["lambda_min"]], value_of[choice[SELECT_KEYS[options.select]]]}
     if len(picks) == 1:
         picks |= _neighbour(next(iter(picks)), grid_values(options), axis)
-    return {"setting": {k: choice[k] for k in ("lr", "decay_mode", "loss", "class_weights")},
-            "axis": axis, "values": sorted(picks), "selection": choice}
+    return {"setting": dict(zip(SETTING, best, strict=True)), "axis": axis,
+            "values": sorted(picks), "selection": choice}
 
 
 def _neighbour(value: float, grid: list[float], axis: str) -> set[float]:

@@ -200,11 +200,13 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
                         "lambda_1se_unpaired": choice["lambda_1se_unpaired"],
                         "select": options.select, "chosen": chosen, "selection": choice,
                         "evidence": _judge(choice, options, study.user_attrs)})
-        parts_from = (screen["trials"], screen["selection"]) if screen else (rows, choice)
-        if searched_parts(options):  # after a screen, what each part bought at its budget
-            payload["recipe_parts"] = part_gains(complete_rows(parts_from[0], n_fits),
-                                                 parts_from[1], chosen,
-                                                 searched_parts(options), base, options.folds)
+        # after a screen, what each part bought is read at the screen's budget (every part)
+        part_rows, part_choice = ((screen["trials"], screen["selection"]) if screen
+                                  else (rows, choice))
+        if searched_parts(options):
+            payload["recipe_parts"] = part_gains(complete_rows(part_rows, n_fits), part_choice,
+                                                 chosen, searched_parts(options), base,
+                                                 options.folds)
             for line in parts_lines(payload["recipe_parts"]):
                 say(line)
         say(f"lambda.min = {choice['lambda_min']:g} (CV mIoU {choice['best_mean']:.4f} "
