@@ -11,6 +11,9 @@ trial's curve is a prefix of the full one because runs are deterministic (same s
 numbers on CPU), so the replay makes exactly the decisions a real pruned study would, at no
 extra training cost.
 ``--verify`` also runs the first pruner for real and checks the replay against it.
+``--refit-rules 1se,1se-unpaired,min`` refits the full grid's choice under each rule on the
+whole training split and scores test (one refit per distinct lambda, kept beside the study),
+with whether the report called the evidence sufficient.
 
 Prints, per seed and pruner, the fit-epochs used as a fraction of the full grid, both
 choices of lambda, and whether they agree within one grid step (the issue's target: under
@@ -90,6 +93,15 @@ def choice(results: dict[float, list[float]], options: TuneOptions) -> float:
     return picked["lambda_min"] if options.select == "min" else picked["lambda_1se"]
 
 
+def refit_line(base: TrainConfig, options: TuneOptions, run_dir: Path) -> str:
+    """One rule's choice on the finished full grid, its refit's test mIoU, the evidence."""
+    payload = run_tune(base, options, run_dir, quiet=True)
+    refit, evidence = payload["refit"], payload["evidence"]
+    return (f"     refit {options.select:>12}: lambda {payload['chosen']:g}, "
+            f"{refit['split']} mIoU {refit['miou']:.4f} ({Path(refit['run']).name}); "
+            f"evidence {'sufficient' if evidence['sufficient'] else 'insufficient'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synthetic")
@@ -105,6 +117,8 @@ def main() -> None:
                              "the demo's AdamW recipe (10 epochs), or reduced CamVid")
     parser.add_argument("--verify", action="store_true",
                         help="also run the first pruner for real and compare with the replay")
+    parser.add_argument("--refit-rules", default="",
+                        help="refit the full grid's choice under these rules, score test")
     parser.add_argument("--keep", default=None,
                         help="keep the studies in this folder; a rerun reuses finished ones")
     args = parser.parse_args()
@@ -146,6 +160,9 @@ def main() -> None:
                           f" fit-epochs and chose {real['chosen']:g}; replay "
                           f"{r['epochs_run']} and {r['chosen']:g}: "
                           f"{'identical' if same else 'DIFFERENT'}", flush=True)
+            for rule in (r.strip() for r in args.refit_rules.split(",") if r.strip()):
+                print(refit_line(base, replace(full_opts, select=rule, refit=True),
+                                 Path(tmp) / "none"), flush=True)
         curve = ", ".join(f"{p['lam']:g}: {p['mean']:.3f}±{p['se']:.3f}"
                           for p in full["selection"]["curve"])
         print(f"     full grid ({total} fit-epochs), CV curve: {curve}", flush=True)

@@ -848,3 +848,37 @@ def test_compute_of_step_budget_fits_counts_the_epochs_they_run(tmp_path):
     assert payload["epochs_per_fit"] == 3 and payload["fit_epochs_per_trial"] == 6
     assert payload["compute"]["epochs_run"] == 12
     assert payload["compute"]["epochs_full_grid"] == 12 and payload["compute"]["fraction"] == 1
+
+
+def test_a_refit_of_another_recipe_goes_beside_the_kept_one(tmp_path, monkeypatch):
+    """A rerun with the same recipe reuses the kept refit (trains nothing); one at another
+    budget trains into refit-2 and leaves the first untouched; both are reused after."""
+    import segdecay.studies.tune.refit as refit_module
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig, load_config
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_train)
+    trained = []
+
+    def counted(config, out, **kwargs):
+        trained.append(Path(out).name)
+        return real_train(config, out, **kwargs)
+
+    real_train = refit_module.train
+    monkeypatch.setattr(refit_module, "train", counted)
+    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu")
+    short = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True)
+    longer = replace(short, refit_epochs=3)
+    out = tmp_path / "tune"
+    first = run_tune(base, short, out, quiet=True)["refit"]
+    kept = (out / "refit" / "summary.json").read_text()
+    run_tune(base, short, out, quiet=True)
+    assert trained == ["refit"]
+    second = run_tune(base, longer, out, quiet=True)["refit"]
+    assert trained == ["refit", "refit-2"] and second["run"].endswith("refit-2")
+    assert load_config(out / "refit-2" / "config.yaml").epochs == 3
+    assert (out / "refit" / "summary.json").read_text() == kept
+    assert run_tune(base, short, out, quiet=True)["refit"]["miou"] == first["miou"]
+    run_tune(base, longer, out, quiet=True)
+    assert trained == ["refit", "refit-2"]

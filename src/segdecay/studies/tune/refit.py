@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from segdecay.config import TrainConfig
+from segdecay.config import TrainConfig, load_config
 from segdecay.data import load_dataset_for
-from segdecay.decay import tau_for_lambda
+from segdecay.decay import default_decay_mode, tau_for_lambda
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.tune.search import trial_decay
@@ -32,6 +32,34 @@ TRANSFER_NOTE = ("Refit at its own budget (--refit-steps, --refit-epochs, --refi
                  "lambda is multiplied by fold-fit steps / refit steps, so tau = 1/(lr_eff x "
                  "lambda) steps stays the same fraction of the run; --refit-lambda same keeps "
                  "the CV's lambda instead.")
+
+
+REFIT_KEYS = ("optimizer", "weight_decay", "lr", "loss", "class_weights", "epochs", "steps",
+              "size", "eval_size", "seed")
+
+
+def refit_folder(run_dir: Path, config: TrainConfig) -> Path:
+    """Where this refit lives: ``refit``, unless that holds a refit of another recipe (a
+    rerun with another ``--select`` or budget), then ``refit-2``, ``refit-3``, ...: a kept
+    refit is reused only when its recipe is this one, and never overwritten by another."""
+    for n in range(1, 1000):
+        out = run_dir / ("refit" if n == 1 else f"refit-{n}")
+        saved = out / "config.yaml"
+        if not saved.is_file() or _same_recipe(load_config(saved), config):
+            return out
+    raise RuntimeError(f"{run_dir}: no free refit folder")
+
+
+def _same_recipe(kept: TrainConfig, config: TrainConfig) -> bool:
+    """The keys that decide what a refit trains and scores (an unset decay mode is the
+    optimizer's default, as training resolves it)."""
+    def norm(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    def mode(c: TrainConfig) -> str:
+        return c.decay_mode or default_decay_mode(c.optimizer)
+    return mode(kept) == mode(config) and all(
+        norm(getattr(kept, k)) == norm(getattr(config, k)) for k in REFIT_KEYS)
 
 
 def run_steps(config: TrainConfig, steps_per_epoch: float) -> float:
@@ -99,7 +127,6 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
           fold_steps: float | None = None) -> dict[str, Any]:
     """Retrain on the whole training split with the chosen recipe (at the refit budget, its
     lambda transferred by tau) and score it, recording its decay timescale."""
-    out = run_dir / "refit"
     config = replace(refit_budget(base, options),
                      lr=choice["lr"], decay_mode=choice["decay_mode"],
                      loss=choice.get("loss", base.loss),
@@ -114,6 +141,7 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
             f" holds tau as a fraction of the run; using {used:g} (--refit-lambda "
             f"{options.refit_lambda})")
     config = replace(config, weight_decay=used)
+    out = refit_folder(run_dir, config)
     if is_finished(out):
         summary = read_summary(out)
     else:
