@@ -209,6 +209,25 @@ def test_evidence_that_cannot_separate_says_so_and_names_a_design():
     assert separated["recommendation"] is None
 
 
+def test_an_underfitting_choice_on_thin_evidence_is_named():
+    """CamVid seed 0's full grid (fold scores rounded): the paired rule reaches to 0.1, whose
+    CV mean is .0110 below lambda.min = 1e-3 and whose training mIoU is .056 lower."""
+    from segdecay.studies.tune.evidence import underfit_sentence
+
+    scores = {1e-3: [0.233, 0.287, 0.111], 1e-1: [0.229, 0.219, 0.150]}
+    best, points = paired_points(scores, folds=3)  # diffs -.004 -.068 +.039: mean -.011
+    assert best == 1e-3
+    train = {1e-3: 0.196, 1e-1: 0.140}
+    words = underfit_sentence(1e-1, best, points, train, sufficient=False)
+    assert "0.140 against 0.196" in words and "(-0.056)" in words and "-0.0110" in words
+    # a drop under 0.02, or under twice the CV drop, or sufficient evidence: no sentence
+    assert underfit_sentence(1e-1, best, points, {1e-3: 0.196, 1e-1: 0.180}, False) is None
+    assert underfit_sentence(1e-1, best, points, {1e-3: 0.196, 1e-1: 0.175}, False) is None
+    assert underfit_sentence(1e-1, best, points, {1e-3: 0.196, 1e-1: 0.170}, False)
+    assert underfit_sentence(1e-1, best, points, train, sufficient=True) is None
+    assert underfit_sentence(best, best, points, train, sufficient=False) is None
+
+
 # ------------------------------------------------------------------ folds
 
 

@@ -14,6 +14,9 @@ from segdecay.studies.tune.selection import PairedPoint, design_for
 
 MAX_FOLDS = 10
 MAX_REPEATS = 10
+UNDERFIT_DROP = 0.02  # training mIoU lost against lambda.min, at least
+UNDERFIT_RATIO = 2.0  # and this many times what the CV mean lost
+EVIDENCE_WORDS = ("rules", "sentence", "recommendation", "underfit")  # printed, in order
 
 
 def assess(points: list[PairedPoint], best: float, folds: int, repeats: int,
@@ -78,3 +81,21 @@ def rules_sentence(paired: float, unpaired: float, points: list[PairedPoint],
     return head + (f"at {paired:g} the mean paired difference {at.mean_diff:+.4f} is within "
                    f"its paired SE {at.se:.4f}, though its mean lies more than one unpaired SE "
                    f"({unpaired_se:.4f}) below the best.")
+
+
+def underfit_sentence(chosen: float, best: float, points: list[PairedPoint],
+                      train_miou: dict[float, float], sufficient: bool) -> str | None:
+    """When thin evidence lets the rule reach to a strong lambda whose training mIoU fell
+    far more than its CV score (by UNDERFIT_DROP and UNDERFIT_RATIO x), say so: the 1-SE
+    band then holds an underfitting model that the folds could not tell apart."""
+    if sufficient or chosen == best or chosen not in train_miou or best not in train_miou:
+        return None
+    drop = train_miou[best] - train_miou[chosen]
+    cv_drop = -next(p.mean_diff for p in points if p.lam == chosen)
+    if drop < UNDERFIT_DROP or drop < UNDERFIT_RATIO * max(cv_drop, 0.0):
+        return None
+    return (f"With evidence this thin, weigh the training scores: lambda {chosen:g} fits its "
+            f"training images at mIoU {train_miou[chosen]:.3f} against {train_miou[best]:.3f} "
+            f"at lambda.min = {best:g} ({-drop:+.3f}), while its CV mean is only "
+            f"{-cv_drop:+.4f} from the best: it is likely underfitting, and lambda.min is the "
+            "cautious pick (--select min).")

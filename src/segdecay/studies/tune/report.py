@@ -9,6 +9,7 @@ from typing import Any
 
 from segdecay.fileio import atomic_write_text
 from segdecay.report.html import figure_to_img, html_table, lambda_axis, page
+from segdecay.studies.tune.evidence import EVIDENCE_WORDS
 
 
 def _finite(v) -> bool:
@@ -149,9 +150,7 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
             [[p["lam"], p["mean_diff"], p["ci_low"], p["ci_high"], p["se"], p["se_naive"],
               p["n"], "yes" if p["lam"] in s["within_paired"] else ""] for p in s["paired"]])
         ev = payload.get("evidence", {})
-        words = "".join(f"<p>{html.escape(ev[k])}</p>" for k in ("rules", "sentence",
-                                                                   "recommendation")
-                        if ev.get(k))
+        words = "".join(f"<p>{html.escape(ev[k])}</p>" for k in EVIDENCE_WORDS if ev.get(k))
         words += f"<p>{html.escape(s['paired_rule'])}.</p>"
     summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + words + (
         f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "

@@ -15,7 +15,12 @@ import optuna
 from segdecay.config import TrainConfig
 from segdecay.decay import tau_for_lambda
 from segdecay.fileio import atomic_write_text, write_json
-from segdecay.studies.tune.evidence import assess, rules_sentence
+from segdecay.studies.tune.evidence import (
+    EVIDENCE_WORDS,
+    assess,
+    rules_sentence,
+    underfit_sentence,
+)
 from segdecay.studies.tune.recipe import part_gains, parts_lines, searched_parts
 from segdecay.studies.tune.refit import refit
 from segdecay.studies.tune.report import write_tune_report
@@ -139,13 +144,22 @@ PAIRED_RULE = ("lambda.1se (paired): the largest lambda whose mean paired differ
 SELECT_KEYS = {"1se": "lambda_1se", "1se-unpaired": "lambda_1se_unpaired", "min": "lambda_min"}
 
 
-def _judge(choice: dict[str, Any], options, facts: dict[str, Any]) -> dict[str, Any]:
-    """The evidence assessment and the rules' disagreement, in words."""
+def _judge(choice: dict[str, Any], options, facts: dict[str, Any],
+           rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evidence assessment, the rules' disagreement and an underfitting choice, in
+    words."""
     points = [PairedPoint(**p) for p in choice["paired"]]
     evidence = assess(points, choice["lambda_min"], options.folds, options.repeats,
                       facts.get("groups"), facts.get("distinct_assignments"))
     evidence["rules"] = rules_sentence(choice["lambda_1se"], choice["lambda_1se_unpaired"],
                                        points, choice["best_se"])
+    best = tuple(choice[k] for k in SETTING)
+    train = {r["weight_decay"]: r["train_miou"]
+             for r in complete_rows(rows, options.folds * options.repeats)
+             if setting_of(r) == best and r["train_miou"] is not None}
+    evidence["underfit"] = underfit_sentence(choice[SELECT_KEYS[options.select]],
+                                             choice["lambda_min"], points, train,
+                                             evidence["sufficient"])
     return evidence
 
 
@@ -199,7 +213,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         payload.update({"lambda_min": choice["lambda_min"], "lambda_1se": choice["lambda_1se"],
                         "lambda_1se_unpaired": choice["lambda_1se_unpaired"],
                         "select": options.select, "chosen": chosen, "selection": choice,
-                        "evidence": _judge(choice, options, study.user_attrs)})
+                        "evidence": _judge(choice, options, study.user_attrs, rows)})
         # after a screen, what each part bought is read at the screen's budget (every part)
         part_rows, part_choice = ((screen["trials"], screen["selection"]) if screen
                                   else (rows, choice))
@@ -213,7 +227,7 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
             f"± {choice['best_se']:.4f}), lambda.1se = {choice['lambda_1se']:g} (paired), "
             f"{choice['lambda_1se_unpaired']:g} (unpaired); chosen ({options.select}): "
             f"{chosen:g}")
-        for key in ("rules", "sentence", "recommendation"):
+        for key in EVIDENCE_WORDS:
             if payload["evidence"].get(key):
                 say(payload["evidence"][key])
         if options.refit:
