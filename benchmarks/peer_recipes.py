@@ -248,6 +248,7 @@ def train_segdecay(config: TrainConfig, out: Path) -> dict:
         summary = train(config, out, log=Log(), resume=(out / "last.pt").exists())
     test = evaluate_run(out, split="test", checkpoint="last", quiet=True)
     return {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
+            "val_miou": summary["final_val_miou"],  # what chooses between our recipes
             "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
             "class_names": summary["class_names"]}
 
@@ -269,7 +270,7 @@ def print_table(results: dict[str, list[dict]]) -> None:
     names, binary = first["class_names"], len(first["class_names"]) == 2
     head = f"{'recipe':<22} {'seeds':>5} {'test mIoU':>14}"
     head += f" {'fg IoU':>14} {'fg Dice':>14}" if binary else ""
-    print(head + f" {'minutes':>8} {'steps':>6}")
+    print(head + f" {'val mIoU':>8} {'minutes':>8} {'steps':>6}")
     for name, runs in results.items():
         miou = [r["miou"] for r in runs]
         line = f"{name:<22} {len(runs):>5} {_mean(miou):>8.3f}{_spread(miou):>6}"
@@ -277,6 +278,8 @@ def print_table(results: dict[str, list[dict]]) -> None:
             fg_iou, fg_dice = [r["iou"][1] for r in runs], [r["dice"][1] for r in runs]
             line += f" {_mean(fg_iou):>8.3f}{_spread(fg_iou):>6}"
             line += f" {_mean(fg_dice):>8.3f}{_spread(fg_dice):>6}"
+        val = [r["val_miou"] for r in runs if r.get("val_miou") is not None]  # ours only
+        line += f" {_mean(val):>8.3f}" if len(val) == len(runs) else f" {'-':>8}"
         line += f" {_mean([r['minutes'] for r in runs]):>8.1f} {runs[0]['steps']:>6}"
         print(line)
     print_margins(results, binary)
@@ -393,6 +396,7 @@ def main() -> None:
             kept = [r for r in results.get(name, []) if r["seed"] == seed]
             if kept:
                 check_same_recipe(kept[0], recipe, name, seed, out)
+                _fill_val(kept[0], out / f"{name}-seed{seed}")
                 print(f"== {name} seed {seed}: in {out / 'results.json'}, kept", flush=True)
                 continue
             print(f"== {name} seed {seed}", flush=True)
@@ -403,6 +407,12 @@ def main() -> None:
             results.setdefault(name, []).append({**result, "seed": seed, "recipe": recipe})
             write_results(out / "results.json", protocol, results)
     print_table(results)
+
+
+def _fill_val(row: dict, run: Path) -> None:
+    """A kept segdecay row from before rows stored val mIoU: read it from its run folder."""
+    if "val_miou" not in row and is_finished(run):
+        row["val_miou"] = read_summary(run)["final_val_miou"]
 
 
 def row_recipe(name: str, protocol: Protocol, seed: int, extra: dict) -> dict:
