@@ -60,6 +60,33 @@ def test_a_plain_counterpart_that_was_not_scored_is_named_not_guessed() -> None:
     assert missing[2]["mean_gain"] is None and "not scored on every fold" in missing[2]["note"]
 
 
+def test_on_a_tau_grid_the_lr_part_keeps_tau_not_lambda() -> None:
+    """A tau grid with an lr grid: lambda = 1/(tau x steps x lr_eff) differs per lr, so the
+    lr part compares the chosen recipe with the base lr at the same tau (the CamVid lr tune
+    of 2026-12-03 reported "not scored" when lambda was the key)."""
+    def row(tau: float, lr: float, scores: list[float]) -> dict:
+        lam = 1 / (tau * 10 * lr)  # 10 steps per epoch, AdamW: lr_eff = lr
+        return {**_row(lam, "ce", scores), "lr": lr, "tau_epochs": tau}
+
+    rows = [row(3, 1e-3, [0.30, 0.31, 0.12]), row(3, 2e-3, [0.28, 0.27, 0.09]),
+            row(30, 1e-3, [0.29, 0.30, 0.10])]
+    choice = {**CHOICE, "lr": 1e-3, "loss": "ce"}
+    gains = part_gains(rows, choice, rows[0]["weight_decay"], ["lr"], TrainConfig(lr=2e-3), 3)
+    tau, lr, both = gains
+    assert (tau["part"], tau["chosen"], tau["reference"]) == ("tau (epochs)", 3, 30)
+    assert tau["mean_gain"] == pytest.approx((0.01 + 0.01 + 0.02) / 3)
+    assert (lr["chosen"], lr["reference"]) == (1e-3, 2e-3)
+    assert lr["mean_gain"] == pytest.approx((0.02 + 0.04 + 0.03) / 3)
+    assert both["mean_gain"] is None  # tau 30 at lr 2e-3 was not trained
+    # the base lr chosen: the line names what the other lr lost, paired
+    same = part_gains(rows, choice, rows[0]["weight_decay"], ["lr"], TrainConfig(lr=1e-3), 3)
+    runner = same[1]["runner_up"]
+    assert runner["value"] == 2e-3 and runner["mean_gain"] == pytest.approx(0.03)
+    assert parts_lines(same)[1].startswith(
+        "recipe part lr: 0.001 instead of 0.001: the chosen value is the plain one; over the "
+        "next best, 0.002: +0.0300 mIoU")
+
+
 def test_class_weights_on_a_loss_without_them_are_skipped() -> None:
     base = TrainConfig(loss="ce")
     assert skip_reason({"loss": "dice", "class_weights": "median"}, base) is not None

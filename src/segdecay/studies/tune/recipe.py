@@ -19,8 +19,8 @@ from segdecay.studies.tune.selection import paired_difference
 
 PARTS = ("weight_decay", "lr", "decay_mode", "loss", "class_weights")
 PLAIN = {"weight_decay": 0.0, "loss": "ce", "class_weights": "none"}
-LABELS = {"weight_decay": "lambda", "lr": "lr", "decay_mode": "decay mode", "loss": "loss",
-          "class_weights": "class weights"}
+LABELS = {"weight_decay": "lambda", "tau_epochs": "tau (epochs)", "lr": "lr",
+          "decay_mode": "decay mode", "loss": "loss", "class_weights": "class weights"}
 
 
 def searched_parts(options) -> list[str]:
@@ -34,6 +34,8 @@ def _plain(part: str, tried: list, base: TrainConfig) -> Any:
     """The reference value of a part: its plain value if the search tried it, else the
     first value tried (smallest lambda or lr)."""
     plain = PLAIN.get(part)
+    if part == "tau_epochs":
+        return max(tried)  # the weakest decay searched: a tau grid has no "no decay"
     if part == "lr":
         plain = base.lr
     elif part == "decay_mode":
@@ -43,34 +45,60 @@ def _plain(part: str, tried: list, base: TrainConfig) -> Any:
     return min(tried) if part in ("weight_decay", "lr") else tried[0]
 
 
-def _key(row: dict[str, Any]) -> tuple:
-    return tuple(row[p] for p in PARTS)
+def _decay_axis(complete: list[dict]) -> str:
+    """tau when the search ran on a tau grid (lambda then moves with lr and decay mode, so
+    "the same recipe with another lr" keeps tau, not lambda), else lambda."""
+    return "tau_epochs" if all(r.get("tau_epochs") is not None for r in complete) else \
+        "weight_decay"
 
 
 def part_gains(complete: list[dict], choice: dict[str, Any], chosen_lam: float,
                parts: list[str], base: TrainConfig, folds: int) -> list[dict[str, Any]]:
-    """One row per part (lambda first), then all parts together: the chosen recipe's mean
-    paired gain over its plain counterpart, with the 95% interval."""
-    by_key = {_key(r): r["fold_scores"] for r in complete}
-    chosen = {"weight_decay": chosen_lam, **{p: choice[p] for p in PARTS[1:]}}
-    scores = by_key.get(tuple(chosen[p] for p in PARTS))
-    if scores is None:
+    """One row per part (the decay axis first), then all parts together: the chosen
+    recipe's mean paired gain over its plain counterpart, with the 95% interval."""
+    axis = _decay_axis(complete)
+    keys = (axis, *PARTS[1:])
+    setting = {p: choice[p] for p in PARTS[1:]}
+    row_of = [r for r in complete if r["weight_decay"] == chosen_lam
+              and all(r[p] == v for p, v in setting.items())]
+    if not row_of:
         return []
+    chosen = {axis: row_of[0][axis], **setting}
+    by_key = {tuple(r[p] for p in keys): r["fold_scores"] for r in complete}
+    scores = by_key[tuple(chosen[p] for p in keys)]
     rows = []
     reference_all = dict(chosen)
-    for part in ["weight_decay", *parts]:
-        numeric = part in ("weight_decay", "lr")
+    for part in [axis, *parts]:
+        numeric = part in ("weight_decay", "tau_epochs", "lr")
         tried = sorted({r[part] for r in complete}, key=None if numeric else str)
         reference = _plain(part, tried, base)
         reference_all[part] = reference
-        rows.append(_gain(LABELS[part], chosen[part], reference,
-                          by_key.get(tuple({**chosen, part: reference}[p] for p in PARTS)),
-                          scores, folds))
+        gain = _gain(LABELS[part], chosen[part], reference,
+                     by_key.get(tuple({**chosen, part: reference}[p] for p in keys)),
+                     scores, folds)
+        if chosen[part] == reference:  # then say what the other values tried lost
+            gain["runner_up"] = _runner_up(part, tried, chosen, keys, by_key, scores, folds)
+        rows.append(gain)
     same = reference_all == chosen
     rows.append(_gain("all of them", "the chosen recipe",
                       "the chosen recipe" if same else "the plain recipe",
-                      by_key.get(tuple(reference_all[p] for p in PARTS)), scores, folds))
+                      by_key.get(tuple(reference_all[p] for p in keys)), scores, folds))
     return rows
+
+
+def _runner_up(part: str, tried: list, chosen: dict[str, Any], keys: tuple, by_key: dict,
+               scores: list[float], folds: int) -> dict[str, Any] | None:
+    """The best other value of ``part`` with the rest of the chosen recipe, and the chosen
+    value's paired gain over it; None when no other value was scored on every fold."""
+    others = {v: by_key[k] for v in tried if v != chosen[part]
+              and (k := tuple({**chosen, part: v}[p] for p in keys)) in by_key
+              and all(math.isfinite(x) for x in by_key[k])}
+    if not others:
+        return None
+    value = max(others, key=lambda v: sum(others[v]))
+    mean, _, se, _, low, high, n = paired_difference(scores, others[value], folds)
+    return {"value": value, "mean_gain": mean, "se": se, "ci_low": low, "ci_high": high,
+            "n": n}
 
 
 def _gain(part: str, chosen: Any, reference: Any, reference_scores: list[float] | None,
@@ -99,7 +127,11 @@ def parts_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         head = f"recipe part {r['part']}: {_value(r['chosen'])} instead of {_value(r['reference'])}"
         if r["mean_gain"] is None or "ci_low" not in r:
-            lines.append(f"{head}: {r['note']}")
+            runner = r.get("runner_up")
+            tail = (f"; over the next best, {_value(runner['value'])}: "
+                    f"{runner['mean_gain']:+.4f} mIoU (95% CI {runner['ci_low']:+.4f} to "
+                    f"{runner['ci_high']:+.4f})") if runner else ""
+            lines.append(f"{head}: {r['note']}{tail}")
         else:
             lines.append(f"{head}: {r['mean_gain']:+.4f} mIoU (95% CI {r['ci_low']:+.4f} to "
                          f"{r['ci_high']:+.4f}, paired over {r['n']} fits)")
