@@ -32,7 +32,7 @@ def searched_parts(options) -> list[str]:
 
 def _plain(part: str, tried: list, base: TrainConfig) -> Any:
     """The reference value of a part: its plain value if the search tried it, else the
-    first value tried (smallest lambda or lr)."""
+    first value tried (smallest lambda or lr; on a tau grid the largest tau, the weakest)."""
     plain = PLAIN.get(part)
     if part == "tau_epochs":
         return max(tried)  # the weakest decay searched: a tau grid has no "no decay"
@@ -121,17 +121,23 @@ def _value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def part_note(row: dict[str, Any]) -> str:
+    """A part's note, with what the next best value lost when the plain one was chosen."""
+    runner = row.get("runner_up")
+    if not runner:
+        return row.get("note", "")
+    return (f"{row.get('note', '')}; over the next best, {_value(runner['value'])}: "
+            f"{runner['mean_gain']:+.4f} mIoU (95% CI {runner['ci_low']:+.4f} to "
+            f"{runner['ci_high']:+.4f})")
+
+
 def parts_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One printed line per part: what it bought, paired, or why that is unknown."""
     lines = []
     for r in rows:
         head = f"recipe part {r['part']}: {_value(r['chosen'])} instead of {_value(r['reference'])}"
         if r["mean_gain"] is None or "ci_low" not in r:
-            runner = r.get("runner_up")
-            tail = (f"; over the next best, {_value(runner['value'])}: "
-                    f"{runner['mean_gain']:+.4f} mIoU (95% CI {runner['ci_low']:+.4f} to "
-                    f"{runner['ci_high']:+.4f})") if runner else ""
-            lines.append(f"{head}: {r['note']}{tail}")
+            lines.append(f"{head}: {part_note(r)}")
         else:
             lines.append(f"{head}: {r['mean_gain']:+.4f} mIoU (95% CI {r['ci_low']:+.4f} to "
                          f"{r['ci_high']:+.4f}, paired over {r['n']} fits)")

@@ -10,6 +10,7 @@ from typing import Any
 from segdecay.fileio import atomic_write_text
 from segdecay.report.html import figure_to_img, html_table, lambda_axis, page
 from segdecay.studies.tune.evidence import EVIDENCE_WORDS
+from segdecay.studies.tune.recipe import part_note
 
 
 def _finite(v) -> bool:
@@ -118,17 +119,6 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
     return sections
 
 
-def _note(row: dict[str, Any]) -> str:
-    """A part row's note, with what the next best value lost when the plain one was chosen."""
-    runner = row.get("runner_up")
-    if not runner:
-        return row.get("note", "")
-    value = runner["value"]
-    value = f"{value:g}" if isinstance(value, float) else value
-    return (f"{row.get('note', '')}; over the next best ({value}): "
-            f"{runner['mean_gain']:+.4f} [{runner['ci_low']:+.4f}, {runner['ci_high']:+.4f}]")
-
-
 def _recipe_section(payload: dict[str, Any]) -> list[tuple[str, str]]:
     """What each searched part of the chosen recipe bought over its plain value, paired."""
     parts = payload.get("recipe_parts")
@@ -142,7 +132,7 @@ def _recipe_section(payload: dict[str, Any]) -> list[tuple[str, str]]:
     table = html_table(["part", "chosen", "plain", "mean paired gain", "95% low", "95% high",
                         "fits", "note"],
                        [[r["part"], r["chosen"], r["reference"], r["mean_gain"],
-                         r.get("ci_low"), r.get("ci_high"), r.get("n"), _note(r)]
+                         r.get("ci_low"), r.get("ci_high"), r.get("n"), part_note(r)]
                         for r in parts])
     return [("What each part of the recipe bought", head + table)]
 
