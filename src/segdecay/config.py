@@ -61,6 +61,10 @@ class TrainConfig:
                           "..., or tu-NAME for any timm model)")
     encoder_weights: str | None = option(None, "pretrained encoder weights (needs a download)")
     dropout: float = option(0.0, "Dropout2d probability before the segmentation head")
+    ema: float = option(0.0, "average the weights over this fraction of the run's last "
+                        "steps (0.1: an exponential moving average over a tenth of the "
+                        "run); validation, checkpoints, evaluate and predict use the "
+                        "average; 0: the final weights")
     # optimization
     optimizer: str = option("sgd", "sgd | sgd-nesterov | adam | adamw (decoupled)",
                             choices=OPTIMIZERS)
@@ -172,6 +176,7 @@ def parse_size(text: str | list | tuple | None, option: str) -> tuple[int, int] 
 MINIMUM_COUNTS = {"epochs": 1, "steps": 1, "batch_size": 1, "eval_every": 1}
 _NON_NEGATIVE = {"lr", "momentum", "warmup_epochs", "weight_decay", "l1", "dropout",
                  "val_fraction"}
+_FRACTIONS = {"ema"}  # fractions of the run
 
 
 def _label(name: str, source: str) -> str:
@@ -277,6 +282,8 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
             raise UserError(f"{_label(name, source)} {coerced}: must be a finite number")
         if name in _NON_NEGATIVE and coerced is not None and coerced < 0:
             raise UserError(f"{_label(name, source)} {coerced}: must be >= 0")
+        if name in _FRACTIONS and not 0 <= coerced <= 1:
+            raise UserError(f"{_label(name, source)} {coerced}: must be between 0 and 1")
         _check_choice(name, coerced, source)
         setattr(result, name, coerced)
     return result

@@ -102,6 +102,8 @@ def train_step(run: TrainingRun, net: Callable[[torch.Tensor], torch.Tensor],
     loss.backward()
     run.optimizer.step()
     run.scheduler.step()
+    if run.average is not None:
+        run.average.update(run.model)
     return loss.detach(), data_loss.detach(), logits.detach()
 
 

@@ -160,7 +160,12 @@ def restore(run: TrainingRun) -> Progress:
     CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
     """
     state = load_checkpoint(run.out / "last.pt", map_location="cpu")
-    run.model.load_state_dict(upgrade_state_dict(state["model"]))
+    run.model.load_state_dict(upgrade_state_dict(state.get("trained_model", state["model"])))
+    if run.average is not None:
+        if "average" not in state:
+            raise UserError(f"--resume: {run.out / 'last.pt'} was trained without --ema; "
+                            "resume it without --ema, or start a new run")
+        run.average.load_state_dict(upgrade_state_dict(state["model"]), state["average"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"], run.gen, run.device)
@@ -204,7 +209,7 @@ def validation_due(run: TrainingRun, epoch: int) -> bool:
 
 def validate(run: TrainingRun) -> tuple[dict[str, Any], float, float]:
     """(val metrics, val mIoU, val loss) of the current weights."""
-    result, loss = evaluate_split(run.model, run.data.val, run.data.info.num_classes,
+    result, loss = evaluate_split(run.eval_model, run.data.val, run.data.info.num_classes,
                                   run.config, run.device, run.loss_fn, dist=run.ctx)
     return result, result["miou"], loss
 
@@ -254,9 +259,9 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     """Score the final weights (val, and a clean pass over train), write summary and report."""
     info, ctx = run.data.info, run.ctx
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
-        val_result, _ = evaluate_split(run.model, run.data.val, info.num_classes, run.config,
-                                       run.device, dist=ctx)
-    train_clean, _ = evaluate_split(run.model, run.train_split, info.num_classes,
+        val_result, _ = evaluate_split(run.eval_model, run.data.val, info.num_classes,
+                                       run.config, run.device, dist=ctx)
+    train_clean, _ = evaluate_split(run.eval_model, run.train_split, info.num_classes,
                                     replace(run.config, eval_size=None), run.device, dist=ctx)
     history = progress.history
     summary = run.summary(

@@ -33,6 +33,7 @@ from segdecay.fileio import write_json
 from segdecay.losses import build_loss, class_weights
 from segdecay.models import build_model, output_stride
 from segdecay.training import distributed
+from segdecay.training.averaging import WeightAverage, horizon_steps
 from segdecay.training.interrupt import StopRequest
 from segdecay.training.log import Log
 from segdecay.training.state import Progress, rng_state
@@ -68,11 +69,17 @@ class TrainingRun:
     loss_fn: nn.Module
     decay: list[dict]
     defaults: list[str]  # one line per default decided from the optimizer or the data
+    average: WeightAverage | None = None  # --ema: the weights that are scored and saved
 
     @property
     def main(self) -> bool:
         """Rank 0 writes the run folder; every rank computes the same numbers."""
         return self.ctx.is_main
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation, checkpoints and summaries score: the average under --ema."""
+        return self.average.module if self.average is not None else self.model
 
     @property
     def train_split(self) -> SegSplit:
@@ -111,8 +118,11 @@ class TrainingRun:
         states, since their dropout streams differ."""
         rng = rng_state(self.gen, self.device)
         extra = {"rank_rng": self.ctx.gather(rng)} if self.ctx.enabled else {}
+        if self.average is not None:  # "model" is what evaluate loads; the raw weights resume
+            extra.update(trained_model=self.model.state_dict(),
+                         average=self.average.state_dict())
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": rng,
             "epoch": epoch_done, "step": progress.step, "history": progress.history,
             "best_miou": progress.best, "train_seconds": progress.train_seconds,
@@ -122,7 +132,7 @@ class TrainingRun:
 
     def best_state(self, epoch_done: int, score: float) -> dict[str, Any]:
         """What ``best.pt`` holds: the weights and enough to load them."""
-        return {"model": self.model.state_dict(), "epoch": epoch_done, "val_miou": score,
+        return {"model": self.eval_model.state_dict(), "epoch": epoch_done, "val_miou": score,
                 "config": self.resolved.to_dict(), "dataset": self.dataset_meta}
 
     def summary(self, progress: Progress, status: str, **results: Any) -> dict[str, Any]:
@@ -194,6 +204,8 @@ def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
     decay = decay_report(optimizer, config.optimizer, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, schedule=config.schedule,
                          warmup_steps=warmup, momentum=config.momentum)
+    average = (WeightAverage(model, horizon_steps(config.ema, total_steps))
+               if config.ema > 0 else None)
     return TrainingRun(
         config=config, resolved=replace(config, decay_mode=mode), out=out, ctx=ctx,
         device=device, gen=gen, data=data, batch_size=batch_size, local_batch=local_batch,
@@ -201,7 +213,7 @@ def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
         initial_norm=initial_norm, mode=mode, optimizer=optimizer, scheduler=scheduler,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         epochs=math.ceil(total_steps / steps_per_epoch), class_weights=weights,
-        loss_fn=loss_fn, decay=decay, defaults=list(defaults or []))
+        loss_fn=loss_fn, decay=decay, defaults=list(defaults or []), average=average)
 
 
 def write_header(run: TrainingRun) -> None:
@@ -244,3 +256,7 @@ def log_start(run: TrainingRun) -> None:
     log.line(f"optimizer: {run.algorithm}, lr {config.lr:g}, lambda {config.weight_decay:g}"
              + (f", l1 {config.l1:g}" if config.l1 else ""))
     log.line(describe_split(run.optimizer.param_groups))
+    if run.average is not None:
+        log.line(f"weight average: the last {config.ema:g} of the run (horizon "
+                 f"{run.average.horizon} of {run.total_steps} steps); validation and "
+                 "checkpoints use it")
