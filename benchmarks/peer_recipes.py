@@ -425,17 +425,26 @@ def row_recipe(name: str, protocol: Protocol, seed: int, extra: dict) -> dict:
 def check_same_recipe(row: dict, recipe: dict, name: str, seed: int, out: Path) -> None:
     """A kept row must have been trained with the recipe given now: an edited recipe file
     would otherwise be reported with the old one's numbers (rows from before the recipe was
-    stored are kept, with a note)."""
+    stored are kept, with a note). An option segdecay gained after the row was stored
+    counts as unchanged at its default, which is what the row trained with."""
     if "recipe" not in row:
         print(f"   note: {name} seed {seed} predates stored recipes; kept unchecked", flush=True)
         return
-    changed = sorted(k for k in set(row["recipe"]) | set(recipe)
-                     if row["recipe"].get(k) != recipe.get(k))
+    stored = {**_added_options(name, row["recipe"], recipe), **row["recipe"]}
+    changed = sorted(k for k in set(stored) | set(recipe) if stored.get(k) != recipe.get(k))
     if changed:
         raise SystemExit(f"{out / 'results.json'}: row {name} seed {seed} was trained with "
                          f"another recipe ({', '.join(changed)} differ); move "
                          f"{out / 'results.json'} and {out / f'{name}-seed{seed}'} aside or "
                          "name the recipe anew")
+
+
+def _added_options(name: str, stored: dict, recipe: dict) -> dict:
+    """TrainConfig's defaults of the options a stored segdecay recipe predates."""
+    if name in PEERS:
+        return {}
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    return {k: defaults[k] for k in recipe if k not in stored and k in defaults}
 
 
 if __name__ == "__main__":

@@ -35,6 +35,14 @@ def test_a_kept_row_with_another_recipe_is_refused_naming_the_keys(tmp_path, cap
                                                                           loss="dice")})
     with pytest.raises(SystemExit, match=r"row tuned seed 0 .*\(loss, weight_decay differ\)"):
         peers.check_same_recipe({"seed": 0, "recipe": recipe}, edited, "tuned", 0, tmp_path)
+    # A row stored before segdecay had an option trained at its default: kept at the default,
+    # refused at another value.
+    older = {k: v for k, v in recipe.items() if k != "ema"}
+    peers.check_same_recipe({"seed": 0, "recipe": older}, recipe, "tuned", 0, tmp_path)
+    averaged = peers.row_recipe("tuned", protocol, 0, {"tuned": TrainConfig(weight_decay=2.0,
+                                                                            ema=0.1)})
+    with pytest.raises(SystemExit, match=r"\(ema differ\)"):
+        peers.check_same_recipe({"seed": 0, "recipe": older}, averaged, "tuned", 0, tmp_path)
     peers.check_same_recipe({"seed": 0}, edited, "tuned", 0, tmp_path)  # an old row: a note
     assert "predates stored recipes" in capsys.readouterr().out
     smp_row = peers.row_recipe("smp", protocol, 0, {})
