@@ -316,8 +316,13 @@ def print_margins(results: dict[str, list[dict]], binary: bool) -> None:
 
 # ---------------------------------------------------------------- results file
 
+def _as_read_back(values: dict) -> dict:
+    """Plain values as results.json gives them back (tuples as lists), so they compare."""
+    return json.loads(json.dumps(values))
+
+
 def _protocol_json(protocol: Protocol) -> dict:
-    return json.loads(json.dumps(protocol.__dict__))  # tuples as lists, as read back
+    return _as_read_back(protocol.__dict__)
 
 
 def finished_rows(path: Path, protocol: Protocol) -> dict[str, list[dict]]:
@@ -418,8 +423,8 @@ def _fill_val(row: dict, run: Path) -> None:
 def row_recipe(name: str, protocol: Protocol, seed: int, extra: dict) -> dict:
     """What a row trains, as plain values: the peer recipe, or segdecay's config."""
     if name in PEERS:
-        return json.loads(json.dumps(PEERS[name].__dict__))
-    return json.loads(json.dumps(asdict(segdecay_config(protocol, seed, extra.get(name)))))
+        return _as_read_back(PEERS[name].__dict__)
+    return _as_read_back(asdict(segdecay_config(protocol, seed, extra.get(name))))
 
 
 def check_same_recipe(row: dict, recipe: dict, name: str, seed: int, out: Path) -> None:
@@ -443,7 +448,7 @@ def _added_options(name: str, stored: dict, recipe: dict) -> dict:
     """TrainConfig's defaults of the options a stored segdecay recipe predates."""
     if name in PEERS:
         return {}
-    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    defaults = _as_read_back(asdict(TrainConfig()))
     return {k: defaults[k] for k in recipe if k not in stored and k in defaults}
 
 
