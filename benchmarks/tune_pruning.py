@@ -17,8 +17,12 @@ with whether the report called the evidence sufficient.
 
 Prints, per seed and pruner, the fit-epochs used as a fraction of the full grid, both
 choices of lambda, and whether they agree within one grid step (the issue's target: under
-0.6 of the compute with the same choice), and whether the full grid's lambda.min is interior.
-The choice is made by ``--select`` (default: the paired 1-SE rule) on both sides.
+0.6 of the compute with the same choice), whether its choice lies in the full grid's
+paired 1-SE set (where the full grid itself could have landed on a reseed), and whether the
+full grid's lambda.min is interior. The choice is made by ``--select`` (default: the paired
+1-SE rule) on both sides. A last block sets each pruner's agreement beside the full grid's
+own: how often two full grids of different seeds (same data, new training seed and folds)
+choose the same lambda.
 """
 
 from __future__ import annotations
@@ -125,7 +129,10 @@ def main() -> None:
     grid = parse_grid(args.grid)
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
     print(f"{'seed':>4} {'pruner':>9} {'fraction':>8} {'lambda full':>11} "
-          f"{'lambda pruned':>13} {'same':>5} {'same/adjacent':>13} {'interior':>8}")
+          f"{'lambda pruned':>13} {'same':>5} {'same/adjacent':>13} {'in band':>7} "
+          f"{'interior':>8}")
+    full_choices: list[float] = []
+    matches: dict[str, list[bool]] = {p: [] for p in pruners}
     for seed in (int(s) for s in args.seeds.split(",")):
         base = replace(RECIPES[args.recipe], data=args.data, seed=seed)
         with tempfile.TemporaryDirectory() as scratch:
@@ -136,7 +143,9 @@ def main() -> None:
             trials = recorded_trials(Path(tmp) / "none", full_opts)
             total = full["compute"]["epochs_run"]
             a = full["chosen"]
+            full_choices.append(a)
             interior = full["lambda_min"] not in (grid[0], grid[-1])
+            band = full["selection"]["within_paired"]  # the full grid's paired 1-SE set
             for pruner in pruners:
                 if pruner.startswith("screen"):  # short runs are not prefixes: run it
                     given = pruner.partition(":")[2]
@@ -148,10 +157,11 @@ def main() -> None:
                 else:
                     opts = replace(full_opts, pruner=pruner)
                     r = replay(trials, opts, base.epochs)
+                matches[pruner].append(r["chosen"] == a)
                 close = abs(grid.index(a) - grid.index(r["chosen"])) <= 1
                 print(f"{seed:>4} {pruner:>9} {r['epochs_run'] / total:>8.2f} {a:>11g} "
                       f"{r['chosen']:>13g} {str(r['chosen'] == a):>5} {str(close):>13} "
-                      f"{str(interior):>8}", flush=True)
+                      f"{str(r['chosen'] in band):>7} {str(interior):>8}", flush=True)
                 if args.verify and pruner == pruners[0] and not pruner.startswith("screen"):
                     real = run_tune(base, opts, Path(tmp) / pruner, quiet=True)
                     same = (real["compute"]["epochs_run"], real["chosen"]) == (
@@ -165,7 +175,23 @@ def main() -> None:
                                  Path(tmp) / "none"), flush=True)
         curve = ", ".join(f"{p['lam']:g}: {p['mean']:.3f}±{p['se']:.3f}"
                           for p in full["selection"]["curve"])
-        print(f"     full grid ({total} fit-epochs), CV curve: {curve}", flush=True)
+        print(f"     full grid ({total} fit-epochs), CV curve: {curve}; "
+              f"paired 1-SE set {', '.join(f'{v:g}' for v in full['selection']['within_paired'])}"
+              f", evidence {'sufficient' if full['evidence']['sufficient'] else 'insufficient'}",
+              flush=True)
+    print(agreement_lines(full_choices, matches))
+
+
+def agreement_lines(full_choices: list[float], matches: dict[str, list[bool]]) -> str:
+    """How often each pruner matched its seed's full grid, beside how often two full grids
+    of different seeds (same data) agree with each other: the reference's own noise floor."""
+    pairs = [(a, b) for i, a in enumerate(full_choices) for b in full_choices[i + 1:]]
+    same = sum(a == b for a, b in pairs)
+    lines = [f"full grid's choice per seed: {', '.join(f'{c:g}' for c in full_choices)}; "
+             f"reseeded full grids agree in {same} of {len(pairs)} pairs"]
+    lines += [f"{p}: same choice as its seed's full grid in {sum(m)} of {len(m)}"
+              for p, m in matches.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
