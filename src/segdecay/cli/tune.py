@@ -13,8 +13,8 @@ def add_parser(sub) -> None:
     """The ``tune`` subcommand."""
     p = sub.add_parser("tune", help="choose lambda by k-fold cross-validation (Optuna)",
                        description="Search lambda (and optionally lr, decay mode, loss, class "
-                       "weights) by k-fold "
-                       "CV on the training split; writes tune.json, trials.csv, report.html. "
+                       "weights) by k-fold CV on the training split, or on the val split with "
+                       "--holdout; writes tune.json, trials.csv, report.html. "
                        "Rerunning the same command resumes the study.")
     p.add_argument("--out", required=True, help="tune folder to create (or resume)")
     p.add_argument("--config", help="YAML file of training options for every fit")
@@ -37,7 +37,11 @@ def add_parser(sub) -> None:
     s.add_argument("--class-weights-grid", metavar="W1,W2",
                    help="also search these class weights (none, inverse, median, enet); "
                    "weights apply to ce and ce+dice, other pairs are skipped")
-    s.add_argument("--folds", type=int, default=3, help="k of k-fold CV [default: 3]")
+    s.add_argument("--folds", type=int, help="k of k-fold CV [default: 3]")
+    s.add_argument("--holdout", action="store_true",
+                   help="no folds: train every fit on the whole training split and score it on "
+                   "the dataset's val split, at the full budget; --repeats R trains R seeds "
+                   "and the paired rule compares lambdas seed by seed")
     s.add_argument("--group-by", metavar="REGEX",
                    help="images whose names give the same match (group 1 if any) share a fold "
                    "[default: the dataset's groups: CamVid sequences]")
@@ -78,6 +82,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _folds(args: argparse.Namespace) -> int:
+    """k of the CV: --folds, 3 by default, 1 with --holdout (which refuses --folds)."""
+    if args.holdout:
+        return 1 if args.folds is None else args.folds  # validate() names a given --folds
+    return 3 if args.folds is None else args.folds
+
+
 def run(args: argparse.Namespace) -> int:
     """Run or resume the study, then write tune.json and the report."""
     from segdecay.config import parse_size
@@ -93,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         lr_grid=parse_grid(args.lr_grid, "--lr-grid") if args.lr_grid else None,
         modes=parse_choices(args.decay_modes), losses=parse_choices(args.loss_grid),
         weightings=parse_choices(args.class_weights_grid),
-        folds=args.folds, group_by=args.group_by, repeats=args.repeats, pruner=args.pruner,
+        folds=_folds(args), holdout=args.holdout, group_by=args.group_by,
+        repeats=args.repeats, pruner=args.pruner,
         screen_fraction=args.screen_fraction,
         storage=args.storage, study=args.study, workers=args.workers, select=args.select,
         refit=args.refit or bool(args.refit_steps or args.refit_epochs or args.refit_size),

@@ -94,8 +94,23 @@ def repeated_group_kfold(keys: Sequence[str], k: int, repeats: int, seed: int = 
     return plans, len(seen)
 
 
+def holdout_plan(data: SegData, repeats: int) -> list[tuple[int, int, SegData]]:
+    """``repeats`` fits on the whole training split, each scored on the data's val split
+    (the fits differ in their training seed only)."""
+    if data.val is None or len(data.val) == 0:
+        raise UserError(f"--holdout: data '{data.info.name}' has no val split to score on; "
+                        "give one (folder: ROOT/val/, CamVid's val/) or drop --holdout for "
+                        "k-fold CV")
+    return [(r, 0, SegData(info=data.info, train=data.train, val=data.val, test=None))
+            for r in range(repeats)]
+
+
 def fold_plan(data: SegData, options) -> tuple[list[tuple[int, int, SegData]], dict]:
-    """The CV fits, and facts about them: groups, distinct fold assignments over repeats."""
+    """The CV fits, and facts about them: groups, distinct fold assignments over repeats
+    (None with ``--holdout``: its fits share one split and differ by seed)."""
+    if options.holdout:
+        return holdout_plan(data, options.repeats), {"groups": None,
+                                                     "distinct_assignments": None}
     train = data.train
     keys = group_keys(train.names, train.groups, options.group_by)
     plans, distinct = repeated_group_kfold(keys, options.folds, options.repeats, options.seed)

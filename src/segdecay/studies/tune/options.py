@@ -38,6 +38,7 @@ class TuneOptions:
     folds: int = 3
     group_by: str | None = None
     repeats: int = 1
+    holdout: bool = False  # score every fit on the data's val split; folds = 1, repeats = seeds
     pruner: str = "auto"  # screen for a grid, race for random/tpe (resolve_pruner)
     screen_fraction: float = 0.3  # --pruner screen: the short rung's share of the budget
     lambda_scale: float = 1.0  # set by the screen: its fits train lambda x this (tau moved)
@@ -52,6 +53,13 @@ class TuneOptions:
     refit_lambda: str = "transfer"  # transfer: hold tau / run length; same: the CV's lambda
     seed: int = 0
     heartbeat: int = 10
+
+
+def design_words(options: TuneOptions) -> str:
+    """The scoring design in words: '3-fold CV x 1 repeat(s)' or the holdout's seeds."""
+    if options.holdout:
+        return f"holdout on the val split x {options.repeats} seed(s)"
+    return f"{options.folds}-fold CV x {options.repeats} repeat(s)"
 
 
 def parse_grid(text: str, option: str = "--grid") -> list[float]:
@@ -128,6 +136,7 @@ def validate(options: TuneOptions) -> None:
             raise UserError(f"{flag} '{unknown[0]}': unknown choice; choose from "
                             f"{', '.join(choices)}")
     _validate_refit(options)
+    _validate_holdout(options)
     for name in ("folds", "repeats", "workers"):
         if getattr(options, name) < 1:
             raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
@@ -143,6 +152,17 @@ def _validate_screen(options: TuneOptions) -> None:
     if not 0 < options.screen_fraction < 1:
         raise UserError(f"--screen-fraction {options.screen_fraction:g}: must lie between 0 "
                         "and 1 (the short rung's share of each fit's budget)")
+
+
+def _validate_holdout(options: TuneOptions) -> None:
+    """A holdout tune has one fit per seed on the val split: no folds, no groups."""
+    if not options.holdout:
+        return
+    if options.folds != 1:
+        raise UserError(f"--holdout scores every fit on the val split, so there are no folds: "
+                        f"drop --folds {options.folds} (use --repeats R for R training seeds)")
+    if options.group_by is not None:
+        raise UserError("--holdout keeps the dataset's own val split: drop --group-by")
 
 
 def _validate_refit(options: TuneOptions) -> None:

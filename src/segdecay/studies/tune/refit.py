@@ -28,6 +28,9 @@ REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambd
               "epoch and its decay timescale tau in epochs is shorter by that ratio: each "
               "image is seen as often as in a fold fit, but the weights decay over more "
               "steps.")
+HOLDOUT_REFIT_NOTE = ("With --holdout every fit already trained on the whole training split: "
+                      "at the fits' budget the refit is the chosen recipe's first-seed fit "
+                      "again (the fits keep no weights), kept and scored on test.")
 TRANSFER_NOTE = ("Refit at its own budget (--refit-steps, --refit-epochs, --refit-size): "
                  "lambda is multiplied by fold-fit steps / refit steps, so tau = 1/(lr_eff x "
                  "lambda) steps stays the same fraction of the run; --refit-lambda same keeps "
@@ -87,7 +90,8 @@ def refit_budget(base: TrainConfig, options) -> TrainConfig:
 
 
 def refit_timescale(base: TrainConfig, choice: dict, lam_fit: float, lam_refit: float,
-                    fold_steps: float | None, refit_steps: int) -> dict[str, Any]:
+                    fold_steps: float | None, refit_steps: int,
+                    note: str = REFIT_NOTE) -> dict[str, Any]:
     """Steps per epoch and tau in epochs of a fold fit and of the refit: at the fold fits'
     budget the refit keeps lambda, so its decay per epoch is stronger by the ratio of their
     steps (REFIT_NOTE)."""
@@ -102,7 +106,7 @@ def refit_timescale(base: TrainConfig, choice: dict, lam_fit: float, lam_refit: 
     return {"steps_per_epoch_fold_fit": fold_steps, "steps_per_epoch_refit": refit_steps,
             "steps_ratio": refit_steps / fold_steps if fold_steps else None,
             "tau_epochs_fold_fit": tau(lam_fit, fold_steps),
-            "tau_epochs_refit": tau(lam_refit, refit_steps), "note": REFIT_NOTE}
+            "tau_epochs_refit": tau(lam_refit, refit_steps), "note": note}
 
 
 def _budget_transfer(base: TrainConfig, config: TrainConfig, choice: dict, lam: float,
@@ -154,7 +158,8 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
             "split": result["split"], "miou": result["miou"],
             "iou": result["iou"], "class_names": result["class_names"],
             "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"],
-            "timescale": refit_timescale(base, choice, lam, used, fold_steps, _run_steps(out))}
+            "timescale": refit_timescale(base, choice, lam, used, fold_steps, _run_steps(out),
+                                         HOLDOUT_REFIT_NOTE if options.holdout else REFIT_NOTE)}
 
 
 def _run_steps(out: Path) -> int:

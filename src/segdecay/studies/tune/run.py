@@ -18,6 +18,7 @@ from segdecay.data import load_dataset_for
 from segdecay.studies.tune.options import (
     MID_SCHEDULE_BIAS,
     TuneOptions,
+    design_words,
     resolve_pruner,
     validate,
     validate_against,
@@ -61,7 +62,7 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(options.storage, run_dir, options.workers)
     say(f"study '{options.study}' in {redact(url)}: {options.search} search, "
-        f"{options.folds}-fold CV x {options.repeats}, pruner {options.pruner}"
+        f"{design_words(options)}, pruner {options.pruner}"
         f"{' (the default for this search)' if chosen_by_default else ''}, "
         f"{options.workers} worker(s)")
     if options.pruner in ("median", "hyperband"):

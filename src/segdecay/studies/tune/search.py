@@ -285,7 +285,8 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     )
     for key, value in facts.items():  # the summary reads them back (same for every worker)
         study.set_user_attr(key, value)
-    if progress and options.repeats > facts["distinct_assignments"]:
+    distinct = facts["distinct_assignments"]  # None with --holdout (one split, new seeds)
+    if progress and distinct is not None and options.repeats > distinct:
         print(f"  note: the {facts['groups']} groups allow only "
               f"{facts['distinct_assignments']} distinct {options.folds}-fold assignment(s); "
               f"{options.repeats} repeats reuse them and add no new evidence", flush=True)

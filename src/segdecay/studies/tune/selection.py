@@ -114,8 +114,12 @@ class PairedPoint:
 
 
 def corrected_se(sd: float, n: int, folds: int) -> float:
-    """Nadeau-Bengio corrected SE of a mean of ``n`` fold differences with sample sd ``sd``."""
-    return math.sqrt((1.0 / n + 1.0 / (folds - 1)) * sd * sd)
+    """Nadeau-Bengio corrected SE of a mean of ``n`` fold differences with sample sd ``sd``.
+
+    ``folds`` 1 is a holdout tune (``--holdout``): every fit trains on the same images, so
+    there is no overlap to correct for and the SE is the plain sd / sqrt(n) over seeds."""
+    overlap = 1.0 / (folds - 1) if folds > 1 else 0.0
+    return math.sqrt((1.0 / n + overlap) * sd * sd)
 
 
 def paired_points(results: Mapping[float, Sequence[float]], folds: int
@@ -169,11 +173,12 @@ def design_for(diff: float, sd: float, max_folds: int, max_repeats: int = 10
                ) -> tuple[int, int] | None:
     """The cheapest (folds, repeats) whose 95% corrected interval would exclude 0 for a mean
     paired difference ``diff`` of spread ``sd`` (fewest fits, then fewest repeats), or None
-    when no design up to ``max_folds`` x ``max_repeats`` would."""
+    when no design up to ``max_folds`` x ``max_repeats`` would. ``max_folds`` 1 is a
+    holdout tune: only the number of seeds (repeats) varies."""
     from scipy import stats
 
     options = []
-    for k in range(2, max_folds + 1):
+    for k in range(2, max_folds + 1) if max_folds > 1 else [1]:  # 1: holdout, seeds only
         for r in range(1, max_repeats + 1):
             j = k * r
             if j < 2:

@@ -21,6 +21,7 @@ from segdecay.studies.tune.evidence import (
     rules_sentence,
     underfit_sentence,
 )
+from segdecay.studies.tune.options import design_words
 from segdecay.studies.tune.recipe import part_gains, parts_lines, searched_parts
 from segdecay.studies.tune.refit import refit
 from segdecay.studies.tune.report import write_tune_report
@@ -130,7 +131,8 @@ def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
         "lambda_min": paired["lambda_min"], "lambda_1se": paired["lambda_1se"],
         "lambda_1se_unpaired": unpaired["lambda_1se"],
         "best_mean": unpaired["best_mean"], "best_se": unpaired["best_se"],
-        "threshold": unpaired["threshold"], "paired_rule": PAIRED_RULE,
+        "threshold": unpaired["threshold"],
+        "paired_rule": PAIRED_RULE_HOLDOUT if folds == 1 else PAIRED_RULE,
         "within_paired": paired["within"],
         "paired": [asdict(p) for p in paired["points"]],
         **dict(zip(SETTING, best_setting, strict=True)),
@@ -141,6 +143,16 @@ def choose(rows: list[dict], n_fits: int, folds: int) -> dict[str, Any]:
 PAIRED_RULE = ("lambda.1se (paired): the largest lambda whose mean paired difference from "
                "lambda.min, fit by fit on the same folds, is within one Nadeau-Bengio "
                "corrected SE, sqrt((1/J + 1/(k-1)) s^2) over J = folds x repeats differences")
+PAIRED_RULE_HOLDOUT = ("lambda.1se (paired): the largest lambda whose mean paired difference "
+                       "from lambda.min, seed by seed on the val split, is within one paired "
+                       "SE, s / sqrt(J) over J seeds (every fit trains on the same images, so "
+                       "there is no fold overlap to correct for)")
+SE_CAVEAT = ("unpaired fold standard errors underestimate the variance of CV estimates "
+             "(Bengio & Grandvalet 2004); the paired rule corrects its SE for the overlap of "
+             "the training folds (Nadeau & Bengio 2003)")
+SE_CAVEAT_HOLDOUT = ("the paired SE over seeds covers the training runs' randomness, not the "
+                     "sampling of the val images: a fixed val split can favour a recipe that "
+                     "the test split does not")
 SELECT_KEYS = {"1se": "lambda_1se", "1se-unpaired": "lambda_1se_unpaired", "min": "lambda_min"}
 
 
@@ -202,9 +214,9 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         "compute": {"epochs_run": used, "epochs_full_grid": full * points,
                     "fraction": used / (full * points) if points else None},
         "wall_seconds": seconds,
-        "se_caveat": "unpaired fold standard errors underestimate the variance of CV "
-                     "estimates (Bengio & Grandvalet 2004); the paired rule corrects its SE "
-                     "for the overlap of the training folds (Nadeau & Bengio 2003)",
+        "holdout": options.holdout,
+        "design": design_words(options),
+        "se_caveat": SE_CAVEAT_HOLDOUT if options.holdout else SE_CAVEAT,
     }
     if screen is not None:
         payload["screen"] = screen
