@@ -21,8 +21,9 @@ choices of lambda, and whether they agree within one grid step (the issue's targ
 paired 1-SE set (where the full grid itself could have landed on a reseed), and whether the
 full grid's lambda.min is interior. The choice is made by ``--select`` (default: the paired
 1-SE rule) on both sides. A last block sets each pruner's agreement beside the full grid's
-own: how often two full grids of different seeds (same data, new training seed and folds)
-choose the same lambda.
+own: how often two full grids of different seeds (a new training seed and new folds; with
+``synthetic`` data the seed also draws a new dataset unless the spec fixes it, as in
+``--data synthetic:seed=0``) choose the same lambda.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def main() -> None:
 
 def agreement_lines(full_choices: list[float], matches: dict[str, list[bool]]) -> str:
     """How often each pruner matched its seed's full grid, beside how often two full grids
-    of different seeds (same data) agree with each other: the reference's own noise floor."""
+    of different seeds agree with each other: the reference's own noise floor."""
     pairs = [(a, b) for i, a in enumerate(full_choices) for b in full_choices[i + 1:]]
     same = sum(a == b for a, b in pairs)
     lines = [f"full grid's choice per seed: {', '.join(f'{c:g}' for c in full_choices)}; "

@@ -1,5 +1,5 @@
 """benchmarks/tune_pruning.py sets each pruner's agreement beside the full grid's own: how
-often two full grids of different seeds on the same data choose the same lambda."""
+often two full grids of different seeds choose the same lambda."""
 
 from __future__ import annotations
 
