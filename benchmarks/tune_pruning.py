@@ -177,7 +177,7 @@ def main() -> None:
         curve = ", ".join(f"{p['lam']:g}: {p['mean']:.3f}±{p['se']:.3f}"
                           for p in full["selection"]["curve"])
         print(f"     full grid ({total} fit-epochs), CV curve: {curve}; "
-              f"paired 1-SE set {', '.join(f'{v:g}' for v in full['selection']['within_paired'])}"
+              f"paired 1-SE set {', '.join(f'{v:g}' for v in band)}"
               f", evidence {'sufficient' if full['evidence']['sufficient'] else 'insufficient'}",
               flush=True)
     print(agreement_lines(full_choices, matches))

@@ -46,21 +46,25 @@ def recommend(rival: PairedPoint, folds: int, repeats: int, groups: int | None,
     """The cheapest design that would resolve ``rival``'s difference, in one sentence
     (``folds`` 1: a holdout tune, where only more seeds add evidence)."""
     holdout = folds == 1
-    max_folds = 1 if holdout else min(MAX_FOLDS, groups) if groups else MAX_FOLDS
+    if holdout:
+        max_folds = 1
+    else:
+        max_folds = min(MAX_FOLDS, groups) if groups else MAX_FOLDS
     repeats_help = distinct is None or distinct >= repeats  # groups allow new assignments
     design = design_for(rival.mean_diff, rival.sd, max_folds,
                         MAX_REPEATS if repeats_help else 1)
     now = folds * repeats
     if rival.sd == 0 or design is None:
-        limit = (f"{MAX_REPEATS} seeds" if holdout else f"{max_folds} folds"
-                 + (f" x {MAX_REPEATS} repeats" if repeats_help else ""))
+        if holdout:
+            limit, unit, scorer = f"{MAX_REPEATS} seeds", "seed", "the val split"
+        else:
+            limit = f"{max_folds} folds" + (f" x {MAX_REPEATS} repeats" if repeats_help else "")
+            unit, scorer = "fold", "cross-validation"
         return (f"No design up to {limit} would resolve a difference of "
-                f"{abs(rival.mean_diff):.4f} at this {'seed' if holdout else 'fold'}-to-"
-                f"{'seed' if holdout else 'fold'} spread (sd {rival.sd:.4f}): "
-                f"{'the val split' if holdout else 'cross-validation'} cannot rank these "
-                "lambdas at this budget, so the choice is not a finding; check the "
-                "candidates' training mIoU (a lambda whose training score falls is "
-                "underfitting) or train longer.")
+                f"{abs(rival.mean_diff):.4f} at this {unit}-to-{unit} spread (sd "
+                f"{rival.sd:.4f}): {scorer} cannot rank these lambdas at this budget, so the "
+                "choice is not a finding; check the candidates' training mIoU (a lambda "
+                "whose training score falls is underfitting) or train longer.")
     k, r = design
     if holdout:
         return (f"To resolve a difference of {abs(rival.mean_diff):.4f} at this spread (sd "

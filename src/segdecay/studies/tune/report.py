@@ -119,12 +119,6 @@ def _figures(payload: dict[str, Any]) -> list[tuple[str, str]]:
     return sections
 
 
-def _design(payload: dict[str, Any]) -> str:
-    """How the fits were scored, as tune.json says (payloads before --holdout lack it)."""
-    return payload.get("design") or (f"{payload['folds']}-fold CV x {payload['repeats']} "
-                                      "repeat(s)")
-
-
 def _recipe_section(payload: dict[str, Any]) -> list[tuple[str, str]]:
     """What each searched part of the chosen recipe bought over its plain value, paired."""
     parts = payload.get("recipe_parts")
@@ -161,7 +155,7 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
         words += f"<p>{html.escape(s['paired_rule'])}.</p>"
     summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + words + (
         f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "
-        f"{_design(payload)}, pruner "
+        f"{payload['design']}, pruner "
         f"{payload['pruner']}. {payload['se_caveat']}.</p>") + paired_table
     rows = [[t["number"], t["state"], t["weight_decay"], t.get("tau_epochs"), t["lr"],
              t["decay_mode"], t.get("loss"), t.get("class_weights"),

@@ -288,7 +288,7 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     distinct = facts["distinct_assignments"]  # None with --holdout (one split, new seeds)
     if progress and distinct is not None and options.repeats > distinct:
         print(f"  note: the {facts['groups']} groups allow only "
-              f"{facts['distinct_assignments']} distinct {options.folds}-fold assignment(s); "
+              f"{distinct} distinct {options.folds}-fold assignment(s); "
               f"{options.repeats} repeats reuse them and add no new evidence", flush=True)
     retry_dead_local_trials(study)
     target = _n_trials(options)
