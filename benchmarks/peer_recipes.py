@@ -24,7 +24,10 @@ CrackForest (random 256x256 crops, 600 steps, whole 320x480 test images)::
         --crop 256x256 --steps 600 --seeds 0,1 --out runs/peers/crackforest
 
 Prints one table (mIoU; foreground IoU and Dice on binary data; minutes) and the per-class
-IoU, and writes ``results.json`` in ``--out``. Rows train one after another, so minutes are
+IoU, and writes ``results.json`` in ``--out``. A recipe with ``decision: adjusted`` is scored
+as its run decides; the table also lists, seed by seed, its plain argmax score and, for the
+peers, what the same logit adjustment chosen on val would make of them (their own rows stay
+argmax), so the decision rule's share of a margin shows. Rows train one after another, so minutes are
 comparable within one invocation. Rerunning the same command resumes: rows already in
 ``results.json`` are kept, not retrained.
 """
@@ -47,7 +50,9 @@ from torch import nn
 from segdecay.config import TrainConfig, load_config, parse_size
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.decision import DecisionSweep, choose_tau, log_prior
 from segdecay.fileio import atomic_write_text
+from segdecay.losses import class_pixel_counts
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.training import Log, train
@@ -173,8 +178,10 @@ def scores(conf: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol) -> dict:
-    """Whole test images: input at ``eval_size`` (or native), logits at label size."""
+def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol,
+                sweep: DecisionSweep | None = None) -> dict:
+    """Whole images: input at ``eval_size`` (or native), logits at label size; ``sweep``
+    also counts every adjusted decision."""
     model.eval()
     conf = torch.zeros(k, k, dtype=torch.long)
     for image, mask in zip(split.images, split.masks, strict=True):
@@ -188,7 +195,26 @@ def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol) -
         logits = F.interpolate(logits[..., :h, :w].float(), size=mask.shape[-2:],
                                mode="bilinear", align_corners=False)
         conf += confusion(logits.argmax(1)[0], mask.long(), k)
+        if sweep is not None:
+            sweep.update(logits, mask[None].long())
     return scores(conf)
+
+
+def adjusted_on_val(model: nn.Module, data, protocol: Protocol) -> dict:
+    """What segdecay's ``--decision adjusted`` would make of this model: t chosen on val
+    (:func:`segdecay.decision.choose_tau`), the test split scored with it. The peer's own
+    row stays plain argmax; this only says how much of a segdecay row's gain the decision
+    rule alone would give any model."""
+    k = data.info.num_classes
+    prior = log_prior(class_pixel_counts(data.train.masks, k).pixels.tolist())
+    val, test = DecisionSweep(prior, IGNORE_INDEX), DecisionSweep(prior, IGNORE_INDEX)
+    score_split(model, data.val, k, protocol, val)
+    score_split(model, data.test, k, protocol, test)
+    mious = val.mious()
+    tau = choose_tau(mious)
+    chosen = test.result(tau)
+    return {"tau": tau, "val_miou": mious[tau], "val_miou_argmax": mious[0.0],
+            "miou": chosen["miou"], "iou": chosen["iou"], "dice": chosen["dice"]}
 
 
 def train_peer(recipe: PeerRecipe, protocol: Protocol, seed: int) -> dict:
@@ -222,7 +248,8 @@ def train_peer(recipe: PeerRecipe, protocol: Protocol, seed: int) -> dict:
         sched.step()
     minutes = (time.perf_counter() - started) / 60
     result = score_split(model, data.test, k, protocol)
-    return {**result, "minutes": minutes, "steps": steps, "class_names": data.info.class_names}
+    return {**result, "minutes": minutes, "steps": steps, "class_names": data.info.class_names,
+            "adjusted": adjusted_on_val(model, data, protocol)}
 
 
 # ---------------------------------------------------------------- segdecay rows
@@ -247,10 +274,18 @@ def train_segdecay(config: TrainConfig, out: Path) -> dict:
     else:
         summary = train(config, out, log=Log(), resume=(out / "last.pt").exists())
     test = evaluate_run(out, split="test", checkpoint="last", quiet=True)
-    return {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
-            "val_miou": summary["final_val_miou"],  # what chooses between our recipes
-            "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
-            "class_names": summary["class_names"]}
+    row = {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
+           "val_miou": summary["final_val_miou"],  # what chooses between our recipes
+           "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
+           "class_names": summary["class_names"]}
+    decision = summary.get("decision")
+    if decision:  # scored with the run's decision; what its plain argmax gives, paired
+        plain = evaluate_run(out, split="test", checkpoint="last", quiet=True,
+                             out=out / "eval_test_argmax.json", decision="argmax")
+        row["decision"] = {"tau": decision["tau"], "val_miou": decision["val_miou"],
+                           "val_miou_argmax": decision["val_miou_argmax"],
+                           "argmax": {k: plain[k] for k in ("miou", "iou", "dice")}}
+    return row
 
 
 # ---------------------------------------------------------------- table
@@ -283,6 +318,7 @@ def print_table(results: dict[str, list[dict]]) -> None:
         line += f" {_mean([r['minutes'] for r in runs]):>8.1f} {runs[0]['steps']:>6}"
         print(line)
     print_margins(results, binary)
+    print_decisions(results, binary)
     print("\nper-class test IoU (mean over seeds)")
     print(f"{'class':<14}" + "".join(f" {n[:12]:>12}" for n in results))
     for c, cname in enumerate(names):
@@ -312,6 +348,36 @@ def print_margins(results: dict[str, list[dict]], binary: bool) -> None:
         if diffs:
             per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
             print(f"{name:<22} mean {_mean(diffs):+.3f}  ({per_seed})")
+
+
+def _decision_pair(run: dict, binary: bool) -> tuple[float, float, float] | None:
+    """(t, headline with argmax, headline with t chosen on val) of a row that has both."""
+    if "decision" in run:  # a segdecay row with --decision adjusted
+        d = run["decision"]
+        return d["tau"], _score(d["argmax"], binary), _score(run, binary)
+    if "adjusted" in run:  # a peer, and what segdecay's decision rule makes of it
+        a = run["adjusted"]
+        return a["tau"], _score(run, binary), _score(a, binary)
+    return None
+
+
+def print_decisions(results: dict[str, list[dict]], binary: bool) -> None:
+    """Each row's argmax against the logit adjustment chosen on val, seed by seed: what the
+    decision rule alone buys (the peers' own rows stay argmax)."""
+    lines = []
+    for name, runs in results.items():
+        pairs = [p for p in (_decision_pair(r, binary) for r in runs) if p]
+        if len(pairs) != len(runs):
+            continue
+        taus = ", ".join(f"{t:g}" for t, _, _ in pairs)
+        gains = ", ".join(f"{b - a:+.3f}" for _, a, b in pairs)
+        own = "own" if "decision" in runs[0] else "not its own"
+        lines.append(f"{name:<22} t {taus:<12} argmax {_mean([a for _, a, _ in pairs]):.3f}"
+                     f"  adjusted {_mean([b for _, _, b in pairs]):.3f}  ({gains}; {own})")
+    if lines:
+        metric = "fg Dice" if binary else "test mIoU"
+        print(f"\n{metric}: argmax against argmax(logit - t*log prior), t chosen on val")
+        print("\n".join(lines))
 
 
 # ---------------------------------------------------------------- results file

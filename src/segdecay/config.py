@@ -31,6 +31,8 @@ LOSSES = ("ce", "dice", "focal", "ce+dice", "lovasz")
 CLASS_WEIGHTS = ("none", "inverse", "median", "enet")
 AUGMENTS = ("none", "flip", "light", "strong", "d4")
 NORMALIZE = ("auto", "dataset", "imagenet")
+DECISIONS = ("argmax", "adjusted")
+RUN_DECISIONS = ("run", "argmax")  # evaluate/predict --decision: the run's own, or plain
 
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
@@ -91,6 +93,10 @@ class TrainConfig:
                               "the training pixels, else ce", choices=LOSSES)
     class_weights: str = option("none", "CE weights: inverse | median | enet",
                                 choices=CLASS_WEIGHTS)
+    decision: str = option("argmax", "how a pixel's class is decided: argmax | adjusted "
+                           "(argmax of logit - t·log prior, t chosen on val at the end of the "
+                           "run: post-hoc logit adjustment; evaluate and predict use it)",
+                           choices=DECISIONS)
     # schedule of work
     epochs: int = option(30, "training epochs (ignored when steps is set)")
     steps: int | None = option(None, "total optimizer steps instead of epochs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from segdecay.config import RUN_DECISIONS
 from segdecay.data.base import SPLITS
 
 
@@ -18,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="which checkpoint [default: best]")
     p.add_argument("--eval-size", metavar="HxW", help="input size (default: the run's)")
+    p.add_argument("--decision", default="run", choices=list(RUN_DECISIONS),
+                   help="run: decide pixels as the run chose (its --decision); argmax: by "
+                        "the plain logits [default: run]")
     p.add_argument("--out", help="JSON file to write [default: RUN/eval_SPLIT.json]")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -29,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from segdecay.runs import evaluate_run
 
     evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint,
-                 out=args.out, eval_size=args.eval_size, device=args.device, quiet=args.quiet)
+                 out=args.out, eval_size=args.eval_size, device=args.device, quiet=args.quiet,
+                 decision=args.decision)
     return 0

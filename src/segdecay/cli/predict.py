@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from segdecay.config import RUN_DECISIONS
+
 
 def add_parser(sub) -> None:
     """The ``predict`` subcommand."""
@@ -15,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="which checkpoint [default: best]")
     p.add_argument("--eval-size", metavar="HxW", help="input size (default: the run's)")
+    p.add_argument("--decision", default="run", choices=list(RUN_DECISIONS),
+                   help="run: decide pixels as the run chose (its --decision); argmax: by "
+                        "the plain logits [default: run]")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
@@ -25,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from segdecay.runs import predict_paths
 
     predict_paths(args.run, args.input, args.out, checkpoint=args.checkpoint,
-                  eval_size=args.eval_size, device=args.device, quiet=args.quiet)
+                  eval_size=args.eval_size, device=args.device, quiet=args.quiet,
+                  decision=args.decision)
     return 0

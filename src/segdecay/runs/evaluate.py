@@ -10,7 +10,7 @@ from segdecay.data import load_dataset_for
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
-from segdecay.runs.folder import load_run
+from segdecay.runs.folder import load_run, read_decision
 from segdecay.training.evaluate import evaluate_split
 
 
@@ -24,11 +24,15 @@ def evaluate_run(
     eval_size: str | None = None,
     device: str = "auto",
     quiet: bool = False,
+    decision: str = "run",
 ) -> dict[str, Any]:
     """Metrics of ``run`` on ``split`` of ``data`` (default: the run's own dataset).
 
     ``split=None`` scores the test split, or the val split of data that has no test split.
+    ``decision="run"`` decides pixels as the run chose (``--decision adjusted``: its logit
+    bias), ``"argmax"`` by the plain logits.
     """
+    chosen_decision = read_decision(run, decision)
     config, meta, model, dev = load_run(run, checkpoint, device)
     if eval_size is not None:
         config = replace(config, eval_size=eval_size)
@@ -40,13 +44,21 @@ def evaluate_run(
     if split is None:
         split = "test" if dataset.test is not None else "val"
     chosen = dataset.split(split)
-    result, _ = evaluate_split(model, chosen, meta["num_classes"], config, dev)
+    bias = chosen_decision["logit_bias"] if chosen_decision else None
+    result, _ = evaluate_split(model, chosen, meta["num_classes"], config, dev, logit_bias=bias)
     payload = {"run": str(run), "data": spec, "split": split, "checkpoint": checkpoint,
                "images": len(chosen), "class_names": meta["class_names"],
-               **result}
+               "decision": _decision_text(chosen_decision), **result}
     path = Path(out) if out else Path(run) / f"eval_{split}.json"
     write_json(path, payload)
     if not quiet:
+        print(f"decision: {payload['decision']}")
         print(format_iou_table(result, meta["class_names"]))
         print(f"wrote {path}")
     return payload
+
+
+def _decision_text(decision: dict[str, Any] | None) -> str:
+    if decision is None:
+        return "argmax"
+    return f"adjusted, t = {decision['tau']:g} (chosen on {decision['chosen_on']})"

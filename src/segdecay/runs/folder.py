@@ -2,7 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved TrainConfig), ``decay.json``,
 ``metrics.csv`` (one row per epoch), ``summary.json`` (once finished, with ``status``),
-``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``. Fold fits
+``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``; with
+``--decision adjusted`` also ``decision.json`` (the t chosen on val and the logit bias that
+evaluate and predict add). Fold fits
 of a tune keep no checkpoints. Everything that reads runs (evaluate, predict, compare,
 spectrum, tune's refit) goes through here.
 """
@@ -16,7 +18,8 @@ from typing import Any
 
 import torch
 
-from segdecay.config import from_dict
+from segdecay.config import RUN_DECISIONS, from_dict
+from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.models import build_model, upgrade_state_dict
 from segdecay.training.hardware import resolve_device
@@ -42,6 +45,17 @@ def load_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     return config, meta, model, dev
+
+
+def read_decision(run: str | Path, decision: str = "run") -> dict[str, Any] | None:
+    """The run's chosen decision (``decision.json`` of ``--decision adjusted``), or None for
+    argmax: a run trained without it, or ``decision="argmax"`` to score the plain logits."""
+    if decision not in RUN_DECISIONS:
+        raise UserError(f"--decision '{decision}': choose one of {', '.join(RUN_DECISIONS)}")
+    path = Path(run) / DECISION_FILE
+    if decision == "argmax" or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def is_finished(folder: Path) -> bool:

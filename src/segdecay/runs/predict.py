@@ -10,11 +10,12 @@ from PIL import Image
 
 from segdecay.config import parse_size
 from segdecay.data.imageio import read_image
+from segdecay.decision import apply_bias
 from segdecay.errors import UserError
 from segdecay.fileio import atomic_open
 from segdecay.inference import predict_logits
 from segdecay.models import output_stride
-from segdecay.runs.folder import load_run
+from segdecay.runs.folder import load_run, read_decision
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -45,8 +46,12 @@ def predict_paths(
     eval_size: str | None = None,
     device: str = "auto",
     quiet: bool = False,
+    decision: str = "run",
 ) -> list[Path]:
-    """Write NAME_mask.png (class indices, palette attached) and NAME_overlay.png per image."""
+    """Write NAME_mask.png (class indices, palette attached) and NAME_overlay.png per image,
+    each pixel decided as the run chose (``decision="argmax"``: by the plain logits)."""
+    chosen = read_decision(run, decision)
+    bias = chosen["logit_bias"] if chosen else None
     config, meta, model, dev = load_run(run, checkpoint, device)
     hw = parse_size(eval_size, "--eval-size") if eval_size else parse_size(
         config.eval_size, "eval_size")
@@ -61,7 +66,7 @@ def predict_paths(
         logits = predict_logits(model, image[None].to(dev), tuple(image.shape[-2:]), hw,
                                 output_stride(model), channels_last=config.channels_last,
                                 amp=config.amp, mean=config.input_mean, std=config.input_std)
-        pred = logits.argmax(1)[0].to("cpu", torch.uint8).numpy()
+        pred = apply_bias(logits, bias).argmax(1)[0].to("cpu", torch.uint8).numpy()
         mask = Image.fromarray(pred)  # mode L; putpalette turns it into P, values kept
         mask.putpalette(flat)
         mask_path = out / f"{path.stem}_mask.png"

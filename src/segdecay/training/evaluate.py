@@ -7,7 +7,7 @@ agree by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,9 @@ from torch import nn
 
 from segdecay.config import TrainConfig, parse_size
 from segdecay.data.base import IGNORE_INDEX, SegSplit
+from segdecay.decision import DecisionSweep, apply_bias, choose_tau, log_prior, logit_bias
 from segdecay.inference import iterate_batches, logits_of_input, normalized_input
+from segdecay.losses import class_pixel_counts
 from segdecay.metrics import SegmentationMetrics
 from segdecay.models import output_stride
 from segdecay.training import distributed
@@ -33,6 +35,7 @@ def evaluate_split(
     dist: distributed.DistContext | None = None,
     perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    logit_bias: Sequence[float] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Metrics over the whole split at label resolution, and the mean loss per image.
 
@@ -44,6 +47,9 @@ def evaluate_split(
     ``perturb(x, batch_index)`` changes each normalized input batch before the forward (the
     spectrum's filters and noise); ``on_batch(logits, target)`` sees each batch this rank
     scored (per-image scores, prediction spectra), so analyses share this one loop.
+
+    ``logit_bias`` (a run's ``--decision adjusted``) is added to the logits that are scored
+    and that ``on_batch`` sees; the loss is the training loss of the plain logits.
     """
     ctx = dist or distributed.DistContext()
     model.eval()
@@ -64,9 +70,10 @@ def evaluate_split(
         logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,
                                  channels_last=config.channels_last, amp=config.amp)
         target = masks.long()
-        metrics.update(logits, target)
+        decided = apply_bias(logits, logit_bias)
+        metrics.update(decided, target)
         if on_batch is not None:
-            on_batch(logits, target)
+            on_batch(decided, target)
         if loss_fn is not None:
             batch_losses.append((k - 1, loss_fn(logits, target).detach() * images.shape[0]))
     per_batch = torch.zeros(k, device=device)
@@ -79,3 +86,31 @@ def evaluate_split(
     for value in per_batch:  # in batch order, as one process adds them
         loss_sum += value
     return metrics.compute(), float(loss_sum) / max(1, len(split))
+
+
+@torch.no_grad()
+def choose_decision(
+    model: nn.Module,
+    val: SegSplit,
+    train_masks: Sequence[torch.Tensor],
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    dist: distributed.DistContext | None = None,
+) -> dict[str, Any]:
+    """``--decision adjusted``: the t of argmax(logit - t·log prior) with the best val mIoU
+    (:mod:`segdecay.decision`), from one pass over val; the prior is the training masks'."""
+    ctx = dist or distributed.DistContext()
+    prior = log_prior(class_pixel_counts(train_masks, num_classes, IGNORE_INDEX).pixels.tolist())
+    sweep = DecisionSweep(prior, IGNORE_INDEX)
+    evaluate_split(model, val, num_classes, config, device, dist=ctx, on_batch=sweep.update)
+    if ctx.enabled:
+        for metrics in sweep.metrics.values():
+            ctx.all_reduce_sum(metrics.confusion)
+    mious = sweep.mious()
+    tau = choose_tau(mious)
+    return {"rule": "adjusted", "tau": tau, "chosen_on": "val",
+            "val_miou": mious[tau], "val_miou_argmax": mious[0.0],
+            "val_miou_by_tau": {f"{t:g}": v for t, v in mious.items()},
+            "log_prior": prior, "logit_bias": logit_bias(tau, prior)}

@@ -27,6 +27,7 @@ from segdecay.config import MINIMUM_COUNTS, TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.data.base import SegData
 from segdecay.decay import regularization_term, weight_norm
+from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
@@ -36,7 +37,7 @@ from segdecay.training import distributed
 from segdecay.training.defaults import resolve_defaults
 from segdecay.training.divergence import divergence_reason
 from segdecay.training.epoch import EpochResult, train_one_epoch
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import choose_decision, evaluate_split
 from segdecay.training.hardware import compiled_or_eager, resolve_amp, resolve_device
 from segdecay.training.interrupt import TrainingInterrupted, active_stop, stoppable
 from segdecay.training.log import Log, epoch_line, write_metrics_csv
@@ -263,6 +264,7 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
                                        run.config, run.device, dist=ctx)
     train_clean, _ = evaluate_split(run.eval_model, run.train_split, info.num_classes,
                                     replace(run.config, eval_size=None), run.device, dist=ctx)
+    decision = decide(run)
     history = progress.history
     summary = run.summary(
         progress, "completed",
@@ -273,10 +275,30 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
         class_names=info.class_names,
         val=val_result,
         weight_norm=history[-1]["weight_norm"],
+        **({"decision": decision} if decision else {}),
     )
     if run.main:
+        if decision:
+            write_json(run.out / DECISION_FILE, decision)
         write_json(run.out / "summary.json", summary)
         write_train_report(run.out, history, summary, run.decay, info.class_names)
     run.log.line(format_iou_table(val_result, info.class_names))
+    if decision:
+        run.log.line(decision_line(decision))
     run.log.line(f"run folder: {run.out}")
     return summary
+
+
+def decide(run: TrainingRun) -> dict[str, Any] | None:
+    """``--decision adjusted``: choose t on val for the final weights (argmax: nothing)."""
+    if run.config.decision != "adjusted":
+        return None
+    return choose_decision(run.eval_model, run.data.val, run.data.train.masks,
+                           run.data.info.num_classes, run.config, run.device, dist=run.ctx)
+
+
+def decision_line(decision: dict[str, Any]) -> str:
+    """What the chosen decision bought on val (where it was chosen: an optimistic figure)."""
+    return (f"decision: argmax(logit - t*log prior) with t = {decision['tau']:g}, chosen on "
+            f"val: val mIoU {100 * decision['val_miou']:.2f} (argmax "
+            f"{100 * decision['val_miou_argmax']:.2f}); evaluate and predict use it")
