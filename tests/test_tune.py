@@ -801,6 +801,24 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     assert REFIT_NOTE in " ".join(doc.read_text().split())  # the same sentence in the docs
 
 
+def test_a_refit_with_decision_adjusted_is_scored_as_its_run_decides(tmp_path, monkeypatch):
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.runs import evaluate_run
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_train)
+    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", decision="adjusted")
+    payload = run_tune(base, TuneOptions(grid=[1e-2], folds=2, pruner="none", refit=True),
+                       tmp_path / "tune", quiet=True)
+    refit = payload["refit"]
+    decision = json.loads((Path(refit["run"]) / "decision.json").read_text())
+    assert refit["decision"] == f"adjusted, t = {decision['tau']:g} (chosen on val)"
+    again = evaluate_run(refit["run"], split=refit["split"], checkpoint="last",
+                         out=tmp_path / "e.json", quiet=True)
+    assert refit["miou"] == again["miou"]
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("budget, rule, refit_steps, lam", [
     # fold fits: 2 epochs x 2 steps = 4 steps; the refit runs 12: lambda x 4/12

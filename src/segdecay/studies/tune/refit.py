@@ -155,7 +155,7 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
         summary = train(config, out, log=Log(quiet=True), data=data)
     result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
     return {"run": str(out), "weight_decay": used, "lambda_cv": lam, "transfer": transfer,
-            "split": result["split"], "miou": result["miou"],
+            "split": result["split"], "miou": result["miou"], "decision": result["decision"],
             "iou": result["iou"], "class_names": result["class_names"],
             "val_miou": summary["final_val_miou"], "train_seconds": summary["train_seconds"],
             "timescale": refit_timescale(base, choice, lam, used, fold_steps, _run_steps(out),

@@ -245,7 +245,10 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         if options.refit:
             payload["refit"] = refit(base, choice, chosen, options, run_dir, say,
                                      study.user_attrs.get("steps_per_epoch"))
-            say(f"refit {payload['refit']['split']} mIoU {payload['refit']['miou']:.4f}")
+            refitted = payload["refit"]
+            decided = refitted.get("decision", "argmax")
+            say(f"refit {refitted['split']} mIoU {refitted['miou']:.4f}"
+                + ("" if decided == "argmax" else f" (decision {decided})"))
     else:
         say("no trial has completed every fold yet: no lambda chosen")
     _write_trials_csv(run_dir / "trials.csv", counted)
