@@ -446,7 +446,7 @@ def test_choices_are_declared_once_with_their_fields() -> None:
     declared = {name: f.metadata["choices"] for name, f in TrainConfig.fields().items()
                 if f.metadata["choices"]}
     assert set(declared) == {"optimizer", "schedule", "decay_mode", "no_decay", "loss",
-                             "class_weights", "augment", "normalize"}
+                             "class_weights", "augment", "normalize", "decision"}
     for name, choices in declared.items():
         assert tuple(by_flag[option_name(name)].choices) == choices, name
     assert tuple(PRESETS) == config.AUGMENTS
