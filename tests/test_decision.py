@@ -163,3 +163,14 @@ def test_an_argmax_run_writes_no_decision_and_evaluate_names_argmax(tmp_path: Pa
     assert result["decision"] == "argmax"
     with pytest.raises(UserError, match="--decision"):
         evaluate_run(out, split="val", decision="best")
+
+
+def test_the_printed_line_names_a_choice_at_the_grids_edge():
+    from segdecay.training.loop import decision_line
+
+    row = {"val_miou": 0.6249, "val_miou_argmax": 0.6153}
+    assert "t = -0.4, chosen on val: val mIoU 62.49 (argmax 61.53)" in decision_line(
+        {**row, "tau": -0.4})
+    assert "edge" not in decision_line({**row, "tau": -0.4})
+    assert "t = 1 (the grid's edge" in decision_line({**row, "tau": 1.0})
+    assert "t = -1 (the grid's edge" in decision_line({**row, "tau": -1.0})

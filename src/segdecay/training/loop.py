@@ -27,7 +27,7 @@ from segdecay.config import MINIMUM_COUNTS, TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.data.base import SegData
 from segdecay.decay import regularization_term, weight_norm
-from segdecay.decision import DECISION_FILE
+from segdecay.decision import DECISION_FILE, TAUS
 from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.metrics import format_iou_table
@@ -299,6 +299,8 @@ def decide(run: TrainingRun) -> dict[str, Any] | None:
 
 def decision_line(decision: dict[str, Any]) -> str:
     """What the chosen decision bought on val (where it was chosen: an optimistic figure)."""
-    return (f"decision: argmax(logit - t*log prior) with t = {decision['tau']:g}, chosen on "
-            f"val: val mIoU {100 * decision['val_miou']:.2f} (argmax "
+    edge = " (the grid's edge: a larger |t| might do better)" if abs(decision["tau"]) == max(
+        TAUS) else ""
+    return (f"decision: argmax(logit - t*log prior) with t = {decision['tau']:g}{edge}, chosen "
+            f"on val: val mIoU {100 * decision['val_miou']:.2f} (argmax "
             f"{100 * decision['val_miou_argmax']:.2f}); evaluate and predict use it")
