@@ -27,8 +27,8 @@ Prints one table (mIoU; foreground IoU and Dice on binary data; minutes) and the
 IoU, and writes ``results.json`` in ``--out``. A recipe with ``decision: adjusted`` is scored
 as its run decides; the table also lists, seed by seed, its plain argmax score and, for the
 peers, what the same logit adjustment chosen on val would make of them (their own rows stay
-argmax), so the decision rule's share of a margin shows. Rows train one after another, so minutes are
-comparable within one invocation. Rerunning the same command resumes: rows already in
+argmax), so the decision rule's share of a margin shows. Rows train one after another, so
+minutes are comparable within one invocation. Rerunning the same command resumes: rows already in
 ``results.json`` are kept, not retrained.
 """
 
