@@ -163,6 +163,9 @@ def test_an_argmax_run_writes_no_decision_and_evaluate_names_argmax(tmp_path: Pa
     assert result["decision"] == "argmax"
     with pytest.raises(UserError, match="--decision"):
         evaluate_run(out, split="val", decision="best")
+    (out / DECISION_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="decision.json: not a decision file"):
+        evaluate_run(out, split="val", checkpoint="last", quiet=True)
 
 
 def test_the_printed_line_names_a_choice_at_the_grids_edge():

@@ -55,7 +55,12 @@ def read_decision(run: str | Path, decision: str = "run") -> dict[str, Any] | No
     path = Path(run) / DECISION_FILE
     if decision == "argmax" or not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        chosen = json.loads(path.read_text(encoding="utf-8"))
+        return {**chosen, "logit_bias": [float(v) for v in chosen["logit_bias"]]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a decision file of segdecay ({exc}); remove it to "
+                        "score the plain logits") from exc
 
 
 def is_finished(folder: Path) -> bool:
