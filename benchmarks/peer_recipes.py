@@ -200,21 +200,23 @@ def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol,
     return scores(conf)
 
 
-def adjusted_on_val(model: nn.Module, data, protocol: Protocol) -> dict:
-    """What segdecay's ``--decision adjusted`` would make of this model: t chosen on val
-    (:func:`segdecay.decision.choose_tau`), the test split scored with it. The peer's own
-    row stays plain argmax; this only says how much of a segdecay row's gain the decision
-    rule alone would give any model."""
+def score_test(model: nn.Module, data, protocol: Protocol) -> dict:
+    """The peer's test scores (argmax), and in ``adjusted`` what segdecay's ``--decision
+    adjusted`` would make of this model: t chosen on val
+    (:func:`segdecay.decision.choose_tau`), the same test pass scored with it. The peer's
+    own row stays plain argmax; this only says how much of a segdecay row's gain the
+    decision rule alone would give any model."""
     k = data.info.num_classes
     prior = log_prior(class_pixel_counts(data.train.masks, k).pixels.tolist())
     val, test = DecisionSweep(prior, IGNORE_INDEX), DecisionSweep(prior, IGNORE_INDEX)
+    result = score_split(model, data.test, k, protocol, test)
     score_split(model, data.val, k, protocol, val)
-    score_split(model, data.test, k, protocol, test)
     mious = val.mious()
     tau = choose_tau(mious)
     chosen = test.result(tau)
-    return {"tau": tau, "val_miou": mious[tau], "val_miou_argmax": mious[0.0],
-            "miou": chosen["miou"], "iou": chosen["iou"], "dice": chosen["dice"]}
+    return {**result, "adjusted": {
+        "tau": tau, "val_miou": mious[tau], "val_miou_argmax": mious[0.0],
+        "miou": chosen["miou"], "iou": chosen["iou"], "dice": chosen["dice"]}}
 
 
 def train_peer(recipe: PeerRecipe, protocol: Protocol, seed: int) -> dict:
@@ -247,9 +249,8 @@ def train_peer(recipe: PeerRecipe, protocol: Protocol, seed: int) -> dict:
         opt.step()
         sched.step()
     minutes = (time.perf_counter() - started) / 60
-    result = score_split(model, data.test, k, protocol)
-    return {**result, "minutes": minutes, "steps": steps, "class_names": data.info.class_names,
-            "adjusted": adjusted_on_val(model, data, protocol)}
+    return {**score_test(model, data, protocol), "minutes": minutes, "steps": steps,
+            "class_names": data.info.class_names}
 
 
 # ---------------------------------------------------------------- segdecay rows
