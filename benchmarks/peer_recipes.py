@@ -10,8 +10,15 @@ number of steps, and is scored on the whole test split at label resolution:
   weight decay 1e-4 on every parameter, poly(0.9) per step, plain cross-entropy;
 - ``smp``: the segmentation_models_pytorch example: Adam 2e-4, no decay, Dice loss, cosine
   to 1e-5;
-- ``segdecay``: ``segdecay train`` with its defaults at that protocol; ``--recipe
-  NAME=FILE.yaml`` adds segdecay rows from a config file (say, a tune's chosen recipe).
+- ``segdecay-defaults``: ``segdecay train`` with its defaults at that protocol (no recipe
+  file: only the protocol's budget flags); ``--without PART,...`` adds a row of the defaults
+  without one of their training-time parts (``decay``, ``augment``, ``class-weights``,
+  ``loss``, ``adamw``: see :data:`WITHOUT`), and every segdecay row is also scored without
+  its decision rule and without its test-time augmentation (the same weights, paired), so
+  the table says what each default bought; ``--recipe NAME=FILE.yaml`` adds segdecay rows
+  from a config file (say, a tune's chosen recipe).
+
+On a CPU without native bf16 (AVX2 only) add ``--no-amp``: emulated bf16 is slower than fp32.
 
 CamVid (30 epochs at 192x256, evaluated from 192x256 inputs at the labels' 360x480)::
 
@@ -267,6 +274,33 @@ def segdecay_config(protocol: Protocol, seed: int, base: TrainConfig | None) -> 
                    amp=protocol.amp, seed=seed)
 
 
+# What a "defaults without PART" row changes: the part's plain alternative (no decay, the
+# horizontal flips every recipe uses, no class weights, plain CE, and for AdamW with its
+# timescale rule the classic SGD recipe: lr 0.05, momentum 0.9, lambda 5e-4).
+WITHOUT = {
+    "decay": {"weight_decay": 0.0},
+    "augment": {"augment": "flip"},
+    "class-weights": {"class_weights": "none"},
+    "loss": {"loss": "ce"},
+    "adamw": {"optimizer": "sgd", "weight_decay": 5e-4},
+}
+DEFAULTS_ROW = "segdecay-defaults"
+
+
+def without_rows(parts: str) -> dict[str, dict]:
+    """``--without`` as recipe rows: name -> the options that differ from the defaults."""
+    rows = {}
+    for part in (p.strip() for p in parts.split(",") if p.strip()):
+        if part not in WITHOUT:
+            raise SystemExit(f"--without {part}: choose from {', '.join(WITHOUT)}")
+        rows[f"defaults-without-{part}"] = WITHOUT[part]
+    return rows
+
+
+def _headline(payload: dict) -> dict:
+    return {k: payload[k] for k in ("miou", "iou", "dice")}
+
+
 def train_segdecay(config: TrainConfig, out: Path) -> dict:
     """One segdecay run through its engine, scored on test by ``segdecay evaluate``; a run
     an interrupted invocation left behind is resumed, a finished one reused."""
@@ -280,12 +314,17 @@ def train_segdecay(config: TrainConfig, out: Path) -> dict:
            "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
            "class_names": summary["class_names"]}
     decision = summary.get("decision")
-    if decision:  # scored with the run's decision; what its plain argmax gives, paired
-        plain = evaluate_run(out, split="test", checkpoint="last", quiet=True,
-                             out=out / "eval_test_argmax.json", decision="argmax")
-        row["decision"] = {"tau": decision["tau"], "val_miou": decision["val_miou"],
+    if decision:  # scored as the run decides; the same weights without each post-hoc part
+        def scored(name: str, **how: str) -> dict:
+            return _headline(evaluate_run(out, split="test", checkpoint="last", quiet=True,
+                                          out=out / f"eval_test_{name}.json", **how))
+        row["decision"] = {"tau": decision["tau"], "tta": decision.get("tta", "none"),
+                           "val_miou": decision["val_miou"],
                            "val_miou_argmax": decision["val_miou_argmax"],
-                           "argmax": {k: plain[k] for k in ("miou", "iou", "dice")}}
+                           "argmax": scored("argmax", decision="argmax", tta="none"),
+                           "without_decision": scored("no_decision", decision="argmax"),
+                           "without_tta": scored("no_tta", tta="none"),
+                           "test_seconds": test["seconds"]}
     return row
 
 
@@ -320,6 +359,7 @@ def print_table(results: dict[str, list[dict]]) -> None:
         print(line)
     print_margins(results, binary)
     print_decisions(results, binary)
+    print_bought(results, binary)
     print("\nper-class test IoU (mean over seeds)")
     print(f"{'class':<14}" + "".join(f" {n[:12]:>12}" for n in results))
     for c, cname in enumerate(names):
@@ -353,8 +393,10 @@ def print_margins(results: dict[str, list[dict]], binary: bool) -> None:
 
 def _decision_pair(run: dict, binary: bool) -> tuple[float, float, float] | None:
     """(t, headline with argmax, headline with t chosen on val) of a row that has both."""
-    if "decision" in run:  # a segdecay row with --decision adjusted
+    if "decision" in run:  # a segdecay row: its t against argmax, both without TTA
         d = run["decision"]
+        if "without_tta" in d:
+            return d["tau"], _score(d["argmax"], binary), _score(d["without_tta"], binary)
         return d["tau"], _score(d["argmax"], binary), _score(run, binary)
     if "adjusted" in run:  # a peer, and what segdecay's decision rule makes of it
         a = run["adjusted"]
@@ -379,6 +421,32 @@ def print_decisions(results: dict[str, list[dict]], binary: bool) -> None:
         metric = "fg Dice" if binary else "test mIoU"
         print(f"\n{metric}: argmax against argmax(logit - t*log prior), t chosen on val")
         print("\n".join(lines))
+
+
+def print_bought(results: dict[str, list[dict]], binary: bool) -> None:
+    """What each default bought, seed by seed on the same seeds: the defaults minus the
+    same weights without the decision rule or the test-time augmentation, and minus each
+    ``defaults-without-PART`` row (its own training run)."""
+    base = {r["seed"]: r for r in results.get(DEFAULTS_ROW, [])}
+    if not base:
+        return
+    lines = []
+    for part in ("without_decision", "without_tta"):
+        diffs = [_score(r, binary) - _score(r["decision"][part], binary)
+                 for r in base.values() if part in r.get("decision", {})]
+        if diffs:
+            lines.append((part.replace("_", " ").replace("without ", ""), diffs))
+    for name, runs in results.items():
+        if name.startswith("defaults-without-"):
+            diffs = [_score(base[r["seed"]], binary) - _score(r, binary) for r in runs
+                     if r["seed"] in base]
+            lines.append((name.removeprefix("defaults-without-"), diffs))
+    if lines:
+        metric = "fg Dice" if binary else "test mIoU"
+        print(f"\nwhat each default bought: {metric} of {DEFAULTS_ROW} minus the row without it")
+        for part, diffs in lines:
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+            print(f"{part:<22} mean {_mean(diffs):+.3f}  ({per_seed})")
 
 
 # ---------------------------------------------------------------- results file
@@ -420,8 +488,10 @@ def _recipe_option(text: str) -> tuple[str, str]:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="camvid:PATH or folder:PATH (with test/)")
-    p.add_argument("--rows", default="torchvision,smp,segdecay",
-                   help="which built-in rows to run (torchvision, smp, segdecay)")
+    p.add_argument("--rows", default=f"torchvision,smp,{DEFAULTS_ROW}",
+                   help=f"which built-in rows to run (torchvision, smp, {DEFAULTS_ROW})")
+    p.add_argument("--without", default="", metavar="PART,...",
+                   help="rows of the defaults without a part: " + ", ".join(WITHOUT))
     p.add_argument("--recipe", type=_recipe_option, action="append", default=[],
                    metavar="NAME=CONFIG.yaml", help="a segdecay row from a config file")
     p.add_argument("--seeds", default="0")
@@ -460,6 +530,8 @@ def main() -> None:
         norm=args.peer_norm or ("per-image" if folder else "imagenet"))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     extra = {name: load_config(path) for name, path in args.recipe}
+    extra.update({name: TrainConfig(**changes)
+                  for name, changes in without_rows(args.without).items()})
     out = Path(args.out)
     results = finished_rows(out / "results.json", protocol)
     for seed in [int(s) for s in args.seeds.split(",")]:

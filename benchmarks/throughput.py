@@ -74,7 +74,7 @@ def plain_loop(images, masks, num_classes: int, config: TrainConfig, steps: int)
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)
-    config = optimizer_defaults(config)[0]
+    config = optimizer_defaults(config, max(1, len(images) // config.batch_size))
     model = smp.Unet(config.encoder, encoder_weights=None, classes=num_classes)
     if config.optimizer.startswith("sgd"):
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,

@@ -18,7 +18,8 @@ from segdecay.training.averaging import WeightAverage, horizon_steps
 from segdecay.training.state import load_checkpoint
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=4,
-                   batch_size=4, augment="light", optimizer="adamw", lr=2e-3, ema=0.5)
+                   batch_size=4, augment="light", optimizer="adamw", lr=2e-3, ema=0.5,
+                   decision="argmax", tta="none")
 
 
 def _scalar_model(value: float) -> nn.Module:

@@ -50,27 +50,60 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def broken(tmp_path: Path) -> Path:
-    root = tmp_path / "broken"
-    for i in range(3):
-        _good_pair(root, f"ok{i}", i)
-    (root / "classes.txt").write_text("sky\nroad\ncar\n")
+def _missing_mask(root: Path) -> None:
     _good_pair(root, "no_mask", 10)
     (root / "masks" / "no_mask.png").unlink()
+
+
+def _orphan_mask(root: Path) -> None:
     _save(root / "masks" / "orphan.png", np.zeros(HW, np.uint8))
+
+
+def _size_mismatch(root: Path) -> None:
     _good_pair(root, "wrong_size", 11)
     _save(root / "masks" / "wrong_size.png", np.zeros((12, 16), np.uint8))
+
+
+def _label_out_of_range(root: Path) -> None:
     _good_pair(root, "bad_label", 12)
     label = np.zeros(HW, np.uint8)
     label[3, 4] = 7
     _save(root / "masks" / "bad_label.png", label)
+
+
+def _truncated_png(root: Path) -> None:
     _good_pair(root, "truncated", 13)
     data = (root / "images" / "truncated.png").read_bytes()
     (root / "images" / "truncated.png").write_bytes(data[: len(data) // 2])
+
+
+def _non_image_file(root: Path) -> None:
     (root / "images" / "notes.txt").write_text("frames from camera 2\n")
+
+
+def _empty_folder(root: Path) -> None:
     (root / "val" / "images").mkdir(parents=True)
     (root / "val" / "masks").mkdir(parents=True)
+
+
+PROBLEMS = {"missing mask": _missing_mask, "orphan mask": _orphan_mask,
+            "size mismatch": _size_mismatch, "label out of range": _label_out_of_range,
+            "truncated png": _truncated_png, "non-image file": _non_image_file,
+            "empty folder": _empty_folder}
+
+
+def _good_folder(root: Path) -> Path:
+    for i in range(3):
+        _good_pair(root, f"ok{i}", i)
+    (root / "classes.txt").write_text("sky\nroad\ncar\n")
+    return root
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    root = _good_folder(tmp_path / "broken")
+    for add in PROBLEMS.values():
+        add(root)
     return root
 
 
@@ -107,13 +140,18 @@ def test_every_training_command_refuses_the_broken_folder_with_exit_2(
     assert not list(tmp_path.glob("run/**/*.pt")) and not (tmp_path / "run" / "runs").exists()
 
 
-def test_each_problem_alone_stops_the_loader(broken: Path) -> None:
-    """Strict mode (what train uses) raises on each problem even when it is the only one."""
-    with pytest.raises(UserError):
-        load_dataset(f"folder:{broken}")
+@pytest.mark.parametrize("kind", list(EXPECTED))
+def test_each_problem_alone_stops_the_loader(tmp_path: Path, kind: str) -> None:
+    """Strict mode (what train uses) raises on each problem when it is the only one, and
+    its message names the file and the kind of problem."""
+    root = _good_folder(tmp_path / "one")
+    PROBLEMS[kind](root)
+    with pytest.raises(UserError) as err:
+        load_dataset(f"folder:{root}")
+    assert all(n in str(err.value) for n in EXPECTED[kind]), str(err.value)
     problems: list[str] = []
-    load_dataset(f"folder:{broken}", problems=problems)
-    assert len(problems) == len(EXPECTED)
+    load_dataset(f"folder:{root}", problems=problems)
+    assert len(problems) == 1 and all(n in problems[0] for n in EXPECTED[kind])
 
 
 def test_check_data_subprocess_exit_status_and_clean_folder(broken: Path, tmp_path: Path

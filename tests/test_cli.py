@@ -301,11 +301,13 @@ def test_train_writes_complete_run_folder(run_dir: dict) -> None:
     defaults = TrainConfig()
     assert decay["optimizer"] == defaults.optimizer
     assert d["mode"] == default_decay_mode(defaults.optimizer)
-    assert d["weight_decay"] == pytest.approx(5e-4)  # SGD's documented defaults
-    assert d["lr"] == pytest.approx(0.05)
+    # AdamW's documented defaults: lr 1e-3, tau half the run, at least one epoch and 10 steps
+    tau = max(decay["total_steps"] / 2, decay["steps_per_epoch"], 10)
+    assert d["weight_decay"] == pytest.approx(1 / (1e-3 * tau), rel=1e-5)
+    assert d["lr"] == pytest.approx(1e-3)
     # tau measured, not re-derived: the run's optimizer on a weight with no data gradient
-    # shrinks it by 1/e after tau_steps steps (coupled SGD: 1/(lr/(1-beta)·lambda) = 4000;
-    # a tau without the momentum factor would be 10x off), i.e. after tau_epochs epochs
+    # shrinks it by 1/e after tau_steps steps (AdamW: 1/(lr·lambda)), i.e. after tau_epochs
+    # epochs
     ratios = log_ratios(decay["optimizer"], d["mode"], d["lr"], d["weight_decay"],
                         2 * round(d["tau_steps"]), momentum=defaults.momentum)
     steps = e_folding_steps(ratios)
@@ -362,9 +364,11 @@ def test_evaluate_test_split_prints_table_and_writes_json(
     payload = json.loads((run / "eval_test.json").read_text())
     assert payload["split"] == "test" and payload["images"] == 8
     assert len(payload["iou"]) == len(SYN_CLASSES)
-    present = [v for v in payload["iou"] if v is not None]
-    assert present
-    assert payload["miou"] == pytest.approx(sum(present) / len(present))
+    # mIoU from the raw confusion counts, not from the stored per-class list
+    cm = np.array(payload["confusion"], dtype=float)
+    tp, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    assert cm.sum() == 8 * 32 * 32 and (union > 0).any()
+    assert payload["miou"] == pytest.approx(float(np.mean(tp[union > 0] / union[union > 0])))
 
 
 def test_evaluate_with_data_of_other_class_count_is_error(
@@ -446,7 +450,8 @@ def test_choices_are_declared_once_with_their_fields() -> None:
     declared = {name: f.metadata["choices"] for name, f in TrainConfig.fields().items()
                 if f.metadata["choices"]}
     assert set(declared) == {"optimizer", "schedule", "decay_mode", "no_decay", "loss",
-                             "class_weights", "augment", "normalize", "decision"}
+                             "class_weights", "augment", "normalize", "decision", "tta",
+                             "mask_encoding"}
     for name, choices in declared.items():
         assert tuple(by_flag[option_name(name)].choices) == choices, name
     assert tuple(PRESETS) == config.AUGMENTS

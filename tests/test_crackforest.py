@@ -54,8 +54,11 @@ def test_defaults_on_crackforest_match_numpy_and_pick_a_foreground_loss(data):
     input statistics are the training pixels' own, to float64 precision."""
     share, mean, std = _numpy_train_facts()
     assert 0.01 < share < 0.02
-    config, notes = resolve_defaults(TrainConfig(data=SPEC), data, 8)
+    config, notes = resolve_defaults(TrainConfig(data=SPEC), data)
     assert config.loss == "ce+dice"
+    # cracks have no up and down; two classes take no class weights
+    assert (config.augment, config.class_weights, config.decision) == ("d4", "none",
+                                                                       "adjusted")
     assert any(f"{100 * share:.2f}%" in line for line in notes)
     assert config.input_mean == pytest.approx(mean.tolist(), abs=1e-9)
     assert config.input_std == pytest.approx(std.tolist(), abs=1e-9)
@@ -63,7 +66,7 @@ def test_defaults_on_crackforest_match_numpy_and_pick_a_foreground_loss(data):
 
 def test_a_short_d4_run_stores_its_statistics_and_scores_the_crack_class(data, tmp_path):
     config = TrainConfig(data=SPEC, steps=3, batch_size=2, crop=[64, 64], augment="d4",
-                         optimizer="adamw", device="cpu")
+                         optimizer="adamw", device="cpu", tta="none")
     summary = train(config, tmp_path / "run", log=Log(quiet=True), data=data)
     assert summary["status"] == "completed"
     stored = load_config(tmp_path / "run" / "config.yaml")
@@ -72,4 +75,8 @@ def test_a_short_d4_run_stores_its_statistics_and_scores_the_crack_class(data, t
     assert stored.lr == 1e-3 and stored.loss == "ce+dice"
     result = evaluate_run(tmp_path / "run", split="test", checkpoint="last", quiet=True)
     assert result["split"] == "test" and len(result["iou"]) == 2
-    assert 0 <= result["miou"] <= 1
+    # every pixel of the 20 whole 320x480 test masks is scored, at label resolution
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == 20 * 320 * 480
+    truth = sum(int((m == 1).sum()) for m in data.test.masks)
+    assert confusion[1].sum() == truth

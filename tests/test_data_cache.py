@@ -117,4 +117,8 @@ def test_cache_off_and_broken_data_leave_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SEGDECAY_CACHE", "off")
     assert cache_root() is None
     _write(tmp_path / "ok")
-    load_dataset(f"folder:{tmp_path / 'ok'}")
+    calls = _count_decodes(monkeypatch)
+    for _ in range(2):  # cache off: each load decodes the folder again, and stores nothing
+        data = load_dataset(f"folder:{tmp_path / 'ok'}")
+        assert len(data.train) + len(data.val) == 6
+    assert calls == [2]  # with the cache on, the second load would be a hit

@@ -297,7 +297,9 @@ def test_unreadable_image_in_folder(tmp_path: Path) -> None:
 def test_empty_images_folder(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
-    with pytest.raises(UserError, match=r"images"):
+    # the path is the tmp folder's, whose name holds "images" too: match the words after it
+    with pytest.raises(UserError, match=r"/images \(train split\) holds no images \(looked "
+                                        r"for \.png"):
         load_folder(tmp_path)
 
 
@@ -308,7 +310,8 @@ def test_nonexistent_root(tmp_path: Path) -> None:
 
 def test_root_without_images_folder(tmp_path: Path) -> None:
     (tmp_path / "pics").mkdir()
-    with pytest.raises(UserError, match=r"images"):
+    with pytest.raises(UserError, match=r"has no images/ or train/images/ folder; expected "
+                                        r"ROOT/images \+ ROOT/masks"):
         load_folder(tmp_path)
 
 

@@ -34,7 +34,8 @@ def test_train_with_an_encoder_rule_prints_a_split_where_no_norm_or_bias_decays(
         tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--data", SYN, "--epochs", "1", "--batch-size", "4", "--device",
-               "cpu", "--decay-rule", r"^encoder\.=0.1", "--out", str(out)])
+               "cpu", "--optimizer", "sgd", "--weight-decay", "5e-4", "--tta", "none",
+               "--decay-rule", r"^encoder\.=0.1", "--out", str(out)])
     captured = capsys.readouterr()
     printed = captured.out + captured.err
     assert rc == 0

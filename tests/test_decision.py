@@ -35,7 +35,7 @@ from segdecay.training.evaluate import evaluate_split
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=2,
                    batch_size=4, optimizer="adamw", lr=2e-3, class_weights="inverse",
-                   decision="adjusted")
+                   decision="adjusted", tta="none")
 
 
 def test_the_prior_is_laplace_smoothed_shares_and_the_bias_minus_t_log_prior():
@@ -85,7 +85,7 @@ def test_the_sweep_counts_each_t_as_an_independent_argmax_of_the_shifted_logits(
 
 
 def test_decision_is_a_checked_choice_of_the_config():
-    assert TrainConfig().decision == "argmax"
+    assert TrainConfig().decision is None  # decided from the data: adjusted where val exists
     with pytest.raises(UserError, match="decision"):
         from_dict({"decision": "threshold"}, "--config x.yaml")
 

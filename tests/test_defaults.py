@@ -4,6 +4,7 @@ config.yaml, and used by evaluate and predict."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -18,10 +19,14 @@ from segdecay.cli import main
 from segdecay.config import TrainConfig
 from segdecay.data.base import DatasetInfo, SegData, SegSplit
 from segdecay.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_batch, get_preset
-from segdecay.decay import tau_for_lambda
 from segdecay.decay.defaults import optimizer_defaults
 from segdecay.runs import evaluate_run, predict_paths
-from segdecay.training.defaults import channel_stats, resolve_defaults
+from segdecay.training.defaults import (
+    channel_stats,
+    default_batch_size,
+    resolve_defaults,
+    upside_down_change,
+)
 from segdecay.training.epoch import crop_fraction
 
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
@@ -29,42 +34,153 @@ SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 
 # ---------------------------------------------------------------- lr and lambda per optimizer
 
-@pytest.mark.parametrize("optimizer, mode, lr, lam", [
-    ("sgd", None, 0.05, 5e-4),  # the classic default: tau = 1/(0.05/(1-0.9)·5e-4) = 4000 steps
-    ("sgd-nesterov", None, 0.05, 5e-4),
-    ("sgd", "decoupled", 0.05, 5e-3),  # SGDW shrinks by lr·lambda: 1/(0.05·5e-3) = 4000
-    ("adamw", None, 1e-3, 0.25),  # 1/(1e-3·0.25) = 4000 steps
-    ("adam", None, 1e-3, 1e-4),  # Adam + L2: no timescale, the conventional value
+@pytest.mark.parametrize("optimizer, mode, epochs, steps_per_epoch, lr, lam", [
+    # AdamW shrinks by lr·lambda per step; tau = half the run: 1/(1e-3 · 300) and
+    # 1/(1e-3 · 675) for 600 and 30 x 45 = 1350 steps
+    ("adamw", None, 600, 1, 1e-3, 3.33333),
+    ("adamw", None, 30, 45, 1e-3, 1.48148),
+    # SGD passes coupled decay through momentum 0.9: lr_eff = 0.05/0.1 = 0.5
+    ("sgd", None, 600, 1, 0.05, 1 / 150),
+    ("sgd", None, 30, 45, 0.05, 1 / 337.5),
+    ("sgd-nesterov", None, 30, 45, 0.05, 1 / 337.5),
+    ("sgd", "decoupled", 600, 1, 0.05, 1 / 15),  # SGDW: lr_eff = lr = 0.05
+    ("adam", None, 600, 1, 1e-3, 1e-4),  # Adam + L2: no timescale, the conventional value
 ])
-def test_lr_and_lambda_defaults_follow_the_optimizer(optimizer: str, mode: str | None,
-                                                     lr: float, lam: float) -> None:
-    config, notes = optimizer_defaults(TrainConfig(optimizer=optimizer, decay_mode=mode))
-    assert config.lr == pytest.approx(lr) and config.weight_decay == pytest.approx(lam)
+def test_lambda_puts_the_decay_timescale_at_half_the_run(
+        optimizer: str, mode: str | None, epochs: int, steps_per_epoch: int, lr: float,
+        lam: float) -> None:
+    notes: list[str] = []
+    config = optimizer_defaults(TrainConfig(optimizer=optimizer, decay_mode=mode,
+                                            epochs=epochs), steps_per_epoch, notes)
+    assert config.lr == pytest.approx(lr)
+    assert config.weight_decay == pytest.approx(lam, rel=1e-5)
     assert len(notes) == 2 and notes[0].startswith(f"lr {lr:g}")
-    if not (optimizer == "adam"):
-        used = mode or ("decoupled" if optimizer == "adamw" else "coupled")
-        assert tau_for_lambda(config.weight_decay, 1, optimizer, used, config.lr,
-                              0.9) == pytest.approx(4000)
+    assert notes[1].startswith(f"lambda {config.weight_decay:g}: ")
+
+
+def test_a_short_run_keeps_tau_at_least_one_epoch_and_ten_steps() -> None:
+    # 4 steps of 2 per epoch: tau = max(2, 2, 10) = 10 steps -> 1/(1e-3 · 10)
+    config = optimizer_defaults(TrainConfig(steps=4), 2)
+    assert config.weight_decay == pytest.approx(100.0)
+    # 20 steps with 45 per epoch: one epoch, 45 steps -> 1/(1e-3 · 45)
+    notes: list[str] = []
+    config = optimizer_defaults(TrainConfig(steps=20), 45, notes)
+    assert config.weight_decay == pytest.approx(22.2222, rel=1e-5)
+    assert "at least one epoch" in notes[-1]
 
 
 def test_an_explicit_lr_keeps_the_timescale_and_explicit_values_win() -> None:
-    config, notes = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3))
-    assert config.weight_decay == pytest.approx(0.125)  # 1/(2e-3·0.125) = 4000 steps
+    notes: list[str] = []
+    config = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3, steps=600), 9, notes)
+    assert config.weight_decay == pytest.approx(1 / 0.6, rel=1e-5)  # 1/(2e-3 · 300)
     assert [n.split()[0] for n in notes] == ["lambda"]
-    config, notes = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=0.0))
+    notes = []
+    config = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=0.0), 9,
+                                notes)
     assert (config.lr, config.weight_decay, notes) == (2e-3, 0.0, [])
 
 
-def test_an_adamw_run_without_lr_prints_and_stores_adam_scale_defaults(
+def test_a_run_with_every_default_prints_and_stores_each_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert main(["train", "--data", SYN, "--optimizer", "adamw", "--steps", "1",
-                 "--batch-size", "4", "--out", str(run)]) == 0
+    assert main(["train", "--data", SYN, "--epochs", "2", "--out", str(run)]) == 0
     err = capsys.readouterr().err
-    assert "default lr 0.001: the Adam-scale default for adamw" in err
-    assert "default lambda 0.25" in err
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert (saved["lr"], saved["weight_decay"]) == (0.001, 0.25)
+    # 8 training images: 1 batch of 8, so batches of 2 (4 steps per epoch, 8 steps)
+    expected = {"optimizer": "adamw", "batch_size": 2, "lr": 0.001, "weight_decay": 100.0,
+                "augment": "d4", "loss": "ce+dice", "class_weights": "enet",
+                "decision": "adjusted", "tta": "auto"}
+    assert {k: saved[k] for k in expected} == expected
+    for line in ("default batch size 2: 8 training images", "default augment d4: ",
+                 "default lr 0.001: ", "default lambda 100: decay timescale tau",
+                 "default loss ce+dice: ", "default class weights enet: ",
+                 "default decision adjusted: "):
+        assert line in err
+    assert "optimizer: AdamW (decoupled)" in err
+    decision = json.loads((run / "decision.json").read_text())
+    assert decision["tta"] in ("none", "d4") and decision["rule"] == "adjusted"
+
+
+# ---------------------------------------------------------------- batch, augmentation, weights
+
+@pytest.mark.parametrize("n, batch", [(1, 1), (3, 2), (24, 2), (63, 2), (64, 4), (127, 4),
+                                      (128, 8), (5000, 8)])
+def test_small_training_splits_get_smaller_batches(n: int, batch: int) -> None:
+    assert default_batch_size(n) == batch
+
+
+def test_a_batch_larger_than_the_split_is_clipped_and_said() -> None:
+    masks = [torch.zeros(4, 4, dtype=torch.uint8) for _ in range(5)]
+    config, notes = resolve_defaults(TrainConfig(batch_size=64), _data(masks, ["a", "b"]))
+    assert config.batch_size == 5
+    assert "batch size 5: --batch-size 64 is more than the 5 training images" in notes
+
+
+def test_upside_down_change_by_hand() -> None:
+    sky = torch.zeros(8, 2, dtype=torch.uint8)
+    sky[4:] = 1  # class 0 above, class 1 below: every class changes completely
+    assert upside_down_change([sky], 2) == pytest.approx(1.0)
+    dot = torch.zeros(8, 1, dtype=torch.uint8)
+    dot[0] = 1  # class 1: one pixel in the top band (TV 1); class 0: bands 1-7 (TV 1/7)
+    assert upside_down_change([dot], 2) == pytest.approx((7 * (1 / 7) + 1 * 1.0) / 8)
+    even = torch.zeros(8, 3, dtype=torch.uint8)
+    even[0], even[7] = 1, 1  # mirror-symmetric rows
+    even[2, 0], even[5, 0] = 255, 255  # ignore pixels count for no class
+    assert upside_down_change([even], 2) == pytest.approx(0.0)
+    for height in (12, 5, 36):  # bands that do not divide the height evenly: still 0
+        assert upside_down_change([torch.zeros(height, 4, dtype=torch.uint8)], 2) == 0.0
+        stripe = torch.zeros(height, 4, dtype=torch.uint8)
+        stripe[height // 2 - 1: height - height // 2 + 1] = 1  # centred: symmetric
+        assert upside_down_change([stripe], 2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_augmentation_follows_whether_the_labels_have_an_up_and_down() -> None:
+    street = torch.zeros(16, 16, dtype=torch.uint8)
+    street[8:] = 1  # sky above, road below
+    config, notes = resolve_defaults(TrainConfig(), _data([street], ["sky", "road"]))
+    assert config.augment == "light" and any(n.startswith("augment light:") for n in notes)
+    cracks = torch.zeros(16, 16, dtype=torch.uint8)
+    cracks[3, 2:12] = 1
+    cracks[12, 5:15] = 1
+    assert resolve_defaults(TrainConfig(), _data([cracks], ["bg", "crack"]))[0].augment == "d4"
+    assert resolve_defaults(TrainConfig(augment="none"),
+                            _data([street], ["sky", "road"]))[0].augment == "none"
+
+
+def test_a_loss_without_class_weights_gets_none_by_default() -> None:
+    rare = torch.zeros(10, 10, dtype=torch.uint8)
+    rare[0, :3] = 1
+    rare[5:, :] = 2
+    config, notes = resolve_defaults(TrainConfig(loss="dice"), _data([rare], ["a", "b", "c"]))
+    assert config.class_weights == "none"
+    assert "class weights none: --loss dice takes none (--class-weights)" in notes
+
+
+def test_class_weights_follow_the_class_count_and_the_rarest_share() -> None:
+    rare = torch.zeros(10, 10, dtype=torch.uint8)
+    rare[0, :3] = 1  # 3% of the pixels
+    rare[5:, :] = 2
+    config, notes = resolve_defaults(TrainConfig(), _data([rare], ["a", "pole", "c"]))
+    assert config.class_weights == "enet"
+    assert "class weights enet: pole is 3.00% of the labelled training pixels (under 5%) " \
+           "(--class-weights)" in notes
+    binary = rare.clamp(max=1)
+    binary[5:] = 0
+    assert resolve_defaults(TrainConfig(), _data([binary], ["bg", "fg"]))[0].class_weights \
+        == "none"
+    balanced = torch.arange(100).view(10, 10).remainder(3).to(torch.uint8)
+    assert resolve_defaults(TrainConfig(), _data([balanced], ["a", "b", "c"]))[
+        0].class_weights == "none"
+
+
+def test_the_decision_is_adjusted_where_there_is_a_val_split() -> None:
+    mask = torch.zeros(4, 4, dtype=torch.uint8)
+    data = _data([mask], ["a", "b"])
+    assert resolve_defaults(TrainConfig(), data)[0].decision == "adjusted"
+    empty = SegData(data.info, data.train, SegSplit([], [], []))
+    config, notes = resolve_defaults(TrainConfig(), empty)
+    assert config.decision == "argmax"
+    assert any(n.startswith("decision argmax: no val images") for n in notes)
 
 
 # ---------------------------------------------------------------- loss from the class shares
@@ -79,13 +195,13 @@ def test_a_rare_class_gets_ce_plus_dice_and_balanced_data_ce() -> None:
     thin = torch.zeros(10, 10, dtype=torch.uint8)
     thin[0, :4] = 1  # 4 of 100 labelled pixels: 4% < 5%
     thin[9, :] = 255  # ignore pixels do not count: 4 of 90
-    config, notes = resolve_defaults(TrainConfig(), _data([thin], ["bg", "crack"]), 1)
+    config, notes = resolve_defaults(TrainConfig(), _data([thin], ["bg", "crack"]))
     assert config.loss == "ce+dice"
     assert any("crack, is 4.44% of the labelled training pixels" in n for n in notes)
     half = torch.zeros(10, 10, dtype=torch.uint8)
     half[:5] = 1
-    assert resolve_defaults(TrainConfig(), _data([half], ["bg", "fg"]), 1)[0].loss == "ce"
-    given = resolve_defaults(TrainConfig(loss="focal"), _data([thin], ["bg", "crack"]), 1)
+    assert resolve_defaults(TrainConfig(), _data([half], ["bg", "fg"]))[0].loss == "ce"
+    given = resolve_defaults(TrainConfig(loss="focal"), _data([thin], ["bg", "crack"]))
     assert given[0].loss == "focal"
 
 
@@ -144,7 +260,7 @@ def test_pretrained_weights_keep_imagenet_statistics() -> None:
     split = SegSplit([torch.zeros(3, 4, 4, dtype=torch.uint8)],
                      [torch.zeros(4, 4, dtype=torch.uint8)], ["a"])
     data = SegData(DatasetInfo("t", 2, ["a", "b"], [(0, 0, 0)] * 2), split, split)
-    config, _ = resolve_defaults(TrainConfig(encoder_weights="imagenet", loss="ce"), data, 1)
+    config, _ = resolve_defaults(TrainConfig(encoder_weights="imagenet", loss="ce"), data)
     assert (config.normalize, config.input_mean, config.input_std) == (
         "imagenet", list(IMAGENET_MEAN), list(IMAGENET_STD))
 

@@ -67,7 +67,8 @@ def test_from_dict_raises_only_user_error(values: dict) -> None:
     assert isinstance(config, TrainConfig)
     for name in ("epochs", "batch_size", "eval_every"):
         value = getattr(config, name)
-        assert (name == "eval_every" and value is None) or value >= 1  # None: set per run
+        # None: decided per run (eval_every, and batch_size from the training split)
+        assert (name in ("eval_every", "batch_size") and value is None) or value >= 1
     if config.size is not None:
         assert len(config.size) == 2 and min(config.size) >= 8
 
@@ -92,6 +93,16 @@ def test_parse_size_raises_only_user_error(text) -> None:
     except UserError:
         return
     assert hw is None or (len(hw) == 2 and min(hw) >= 8)
+
+
+@FUZZ
+@given(st.integers(8, 4096), st.integers(8, 4096), st.sampled_from(["x", "X", "×", " x "]))
+def test_parse_size_accepts_every_well_formed_size(h, w, sep) -> None:
+    """The other half of the fuzz: a parser that refused everything would pass the test
+    above, not this one."""
+    assert parse_size(f"{h}{sep}{w}", "--size") == (h, w)
+    assert parse_size(str(h), "--size") == (h, h)
+    assert parse_size([h, w], "--size") == (h, w)
 
 
 _palette_lines = st.lists(st.one_of(

@@ -20,9 +20,12 @@ import optuna
 import pytest
 import scipy.stats
 
+from segdecay.config import TrainConfig
 from segdecay.errors import UserError
 from segdecay.studies.tune.evidence import assess, rules_sentence
 from segdecay.studies.tune.folds import group_keys, group_kfold, repeated_group_kfold
+from segdecay.studies.tune.options import TuneOptions
+from segdecay.studies.tune.rule import rule_check, rule_point, with_rule_point
 from segdecay.studies.tune.selection import (
     corrected_se,
     design_for,
@@ -286,6 +289,35 @@ def test_redact_hides_passwords_everywhere():
     assert redact("postgresql://h/db?password=hunter2&x=1") == "postgresql://h/db?password=***&x=1"
     assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
     assert redact("see postgresql://bob:x@h/db now") == "see postgresql://bob:***@h/db now"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://alice:se/cret@host/db",
+    "postgresql+psycopg://alice:a/b/c@db.example:5432/optuna?sslmode=require",
+    "mysql://bob:x%40y@h/db",
+    "postgresql://carol:@h/db",
+])
+def test_redact_hides_the_password_sqlalchemy_would_send(url):
+    from sqlalchemy.engine import make_url
+
+    secret = make_url(url).password
+    shown = redact(url)
+    assert shown == make_url(url).render_as_string(hide_password=True) or (
+        secret and secret not in shown and "***" in shown)
+    if secret:
+        assert secret not in shown and f"error at {shown} now" == redact(f"error at {url} now")
+    assert make_url(shown).host == make_url(url).host
+
+
+def test_the_storage_password_can_come_from_the_environment(monkeypatch):
+    from segdecay.studies.tune.storage import with_password
+
+    monkeypatch.setenv("SEGDECAY_STORAGE_PASSWORD", "s3/cret")
+    assert with_password("postgresql://alice@h/db") == "postgresql://alice:s3%2Fcret@h/db"
+    assert with_password("postgresql://alice:given@h/db") == "postgresql://alice:given@h/db"
+    assert with_password("journal:/tmp/x.journal") == "journal:/tmp/x.journal"
+    monkeypatch.delenv("SEGDECAY_STORAGE_PASSWORD")
+    assert with_password("postgresql://alice@h/db") == "postgresql://alice@h/db"
 
 
 def test_storage_defaults(tmp_path):
@@ -784,7 +816,7 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     from segdecay.studies.tune.refit import REFIT_NOTE
 
     monkeypatch.setattr(search, "train", _scripted_train)
-    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu")
+    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", optimizer="sgd")
     options = TuneOptions(grid=[1e-2], folds=folds, pruner="none", refit=True)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
     assert payload["chosen"] == 1e-2 and payload["steps_per_epoch_of_fits"] == fold_steps
@@ -839,7 +871,7 @@ def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkey
     from segdecay.studies.tune import TuneOptions, run_tune
 
     monkeypatch.setattr(search, "train", _scripted_train)
-    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu")
+    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", optimizer="sgd")
     options = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True, refit_lambda=rule,
                           **budget)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
@@ -919,3 +951,42 @@ def test_a_refit_of_another_recipe_goes_beside_the_kept_one(tmp_path, monkeypatc
     assert run_tune(base, short, out, quiet=True)["refit"]["miou"] == first["miou"]
     run_tune(base, longer, out, quiet=True)
     assert trained == ["refit", "refit-2"]
+
+
+# ---------------------------------------------------------------- the default's rule as a point
+
+def _rule_row(number: int, lam: float, scores: list[float]) -> dict:
+    return {"number": number, "state": "COMPLETE", "duplicate_of": None,
+            "weight_decay": lam, "tau_epochs": None, "lr": 1e-3, "decay_mode": "decoupled",
+            "loss": "ce", "class_weights": "none", "folds_done": len(scores),
+            "fold_scores": scores, "cv_mean": sum(scores) / len(scores)}
+
+
+def test_the_rule_point_is_half_the_fits_run_in_tau() -> None:
+    base = TrainConfig(optimizer="adamw", lr=1e-3, epochs=10)
+    # 10 epochs of 4 steps: tau = max(40 / 2, 4, 10) = 20 steps = 5 epochs; 1/(1e-3 · 20)
+    assert rule_point(base, TuneOptions(grid=[0.1]), 4) == pytest.approx(50.0)
+    assert rule_point(base, TuneOptions(tau_grid=[1.0]), 4) == pytest.approx(5.0)
+    grid = with_rule_point(TuneOptions(grid=[0.1, 100.0]), 50.0).grid
+    assert grid == [0.1, 50.0, 100.0]
+    assert with_rule_point(TuneOptions(tau_grid=[2.0, 5.0]), 5.0).tau_grid == [2.0, 5.0]
+
+
+def test_rule_check_pairs_the_best_searched_lambda_with_the_rule_by_hand() -> None:
+    choice = {"lr": 1e-3, "decay_mode": "decoupled", "loss": "ce", "class_weights": "none"}
+    compute = {"epochs_run": 90}
+    rule = _rule_row(0, 50.0, [0.50, 0.52, 0.54])
+    better = _rule_row(1, 5.0, [0.53, 0.55, 0.55])  # differences 0.03, 0.03, 0.01
+    worse = _rule_row(2, 500.0, [0.40, 0.41, 0.42])
+    result = rule_check(choice, [rule, better, worse], 50.0, "weight_decay", 3, compute, 10)
+    # mean 0.07/3; s^2 = 1/7500; Nadeau-Bengio SE sqrt((1/3 + 1/2)/7500) = sqrt(1/9000)
+    assert result["difference"] == pytest.approx(0.07 / 3)
+    assert result["se"] == pytest.approx(math.sqrt(1 / 9000))
+    assert result["beat"] and result["best_searched"] == 5.0
+    assert "beat the rule's lambda 50 beyond the paired band: +0.0233" in result["sentence"]
+    assert "9.0 runs of the final length" in result["sentence"]
+    close = _rule_row(1, 5.0, [0.52, 0.51, 0.55])  # 0.02, -0.01, 0.01: mean 0.0067
+    result = rule_check(choice, [rule, close], 50.0, "weight_decay", 3, compute, 10)
+    assert not result["beat"]
+    assert result["se"] == pytest.approx(math.sqrt(5 / 6 * 7 / 30000))
+    assert "did not beat the rule's lambda 50" in result["sentence"]

@@ -281,3 +281,52 @@ def test_download_errors_are_clear_and_redact_passwords(server, tmp_path: Path) 
     with pytest.raises(UserError, match="64 hexadecimal"):
         download(f"{url}/x", tmp_path / "x", sha256="abc")
     assert not (tmp_path / "m.zip").exists() and not (tmp_path / "x").exists()
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Records each request's Authorization header; /same redirects within this server,
+    /away to ``target`` (another port: another origin), /file answers 200."""
+
+    target = ""
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        if self.path in ("/same", "/away"):
+            where = "/file" if self.path == "/same" else f"{self.target}/file"
+            self.send_response(302)
+            self.send_header("Location", where)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_credentials_follow_a_redirect_only_within_the_same_origin(tmp_path: Path) -> None:
+    class First(_Redirecting):
+        seen: list = []
+
+    class Other(_Redirecting):
+        seen: list = []
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (First, Other)]
+    for httpd in servers:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        first, other = (f"127.0.0.1:{h.server_address[1]}" for h in servers)
+        First.target = f"http://{other}"
+        download(f"http://alice:s3cret@{first}/same", tmp_path / "a")
+        assert [auth is not None for _, auth in First.seen] == [True, True]
+        download(f"http://alice:s3cret@{first}/away", tmp_path / "b")
+        assert First.seen[-1][1] is not None  # the first hop carried them
+        assert Other.seen == [("/file", None)]  # another port: never the password
+        assert (tmp_path / "b").read_bytes() == b"ok"
+    finally:
+        for httpd in servers:
+            httpd.shutdown()
+            httpd.server_close()

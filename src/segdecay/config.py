@@ -32,7 +32,10 @@ CLASS_WEIGHTS = ("none", "inverse", "median", "enet")
 AUGMENTS = ("none", "flip", "light", "strong", "d4")
 NORMALIZE = ("auto", "dataset", "imagenet")
 DECISIONS = ("argmax", "adjusted")
+TTAS = ("auto", "none", "flip", "d4")  # test-time augmentation: auto is chosen on val
+MASK_ENCODINGS = ("auto", "binary", "index")
 RUN_DECISIONS = ("run", "argmax")  # evaluate/predict --decision: the run's own, or plain
+RUN_TTAS = ("run", "none", "flip", "d4")  # evaluate/predict --tta: the run's own, or forced
 
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
@@ -57,6 +60,11 @@ class TrainConfig:
     class_names: list[str] | None = option(None, "class names of a folder: dataset")
     val_fraction: float = option(0.2, "hold-out fraction when a folder: dataset has no val "
                                  "split")
+    mask_encoding: str = option("auto", "how a folder: dataset's mask values are read: "
+                                "binary (values >= 128 are the foreground) | index (class ids, "
+                                "255 ignore); auto: 0/255 masks binary, others class ids, and "
+                                "binary-looking masks with stray values refused",
+                                choices=MASK_ENCODINGS)
     # model
     arch: str = option("unet", "smp architecture (unet, fpn, deeplabv3plus, ...)")
     encoder: str = option("resnet18", "smp encoder (resnet18, mobilenet_v2, efficientnet-b0, "
@@ -68,7 +76,9 @@ class TrainConfig:
                         "run); validation, checkpoints, evaluate and predict use the "
                         "average; 0: the final weights")
     # optimization
-    optimizer: str = option("sgd", "sgd | sgd-nesterov | adam | adamw (decoupled)",
+    optimizer: str = option("adamw", "adamw (decoupled decay: lambda acts on the timescale "
+                            "1/(lr·lambda)) | sgd | sgd-nesterov | adam; --optimizer sgd is "
+                            "the classic recipe (lr 0.05, momentum 0.9, poly)",
                             choices=OPTIMIZERS)
     lr: float | None = option(None, "base learning rate; unset: 0.05 for SGD, 1e-3 for Adam/"
                               "AdamW")
@@ -78,8 +88,9 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "linear warmup length in epochs")
     # regularization
     weight_decay: float | None = option(
-        None, "lambda in L = L_data + (lambda/2)·sum(w^2); unset: 5e-4 for SGD, the same "
-        "timescale for AdamW (lambda = 2.5e-4/lr), 1e-4 for Adam + L2")
+        None, "lambda in L = L_data + (lambda/2)·sum(w^2); unset: the lambda whose decay "
+        "timescale tau = 1/(lr_eff·lambda) is half the run's steps (any optimizer; 1e-4 "
+        "for Adam + L2, which has no timescale)")
     decay_mode: str | None = option(None, "penalty (loss) | coupled (grad) | decoupled "
                                     "(shrink)", choices=DECAY_MODES)
     l1: float = option(0.0, "alpha of an L1 penalty alpha·sum|w| on the decayed tensors")
@@ -91,24 +102,35 @@ class TrainConfig:
     loss: str | None = option(None, "data loss (segmentation_models_pytorch losses; ce+dice "
                               "sums both); unset: ce+dice when a class covers under 5% of "
                               "the training pixels, else ce", choices=LOSSES)
-    class_weights: str = option("none", "CE weights: inverse | median | enet",
-                                choices=CLASS_WEIGHTS)
-    decision: str = option("argmax", "how a pixel's class is decided: argmax | adjusted "
-                           "(argmax of logit - t·log prior, t chosen on val at the end of the "
-                           "run: post-hoc logit adjustment; evaluate and predict use it)",
-                           choices=DECISIONS)
+    class_weights: str | None = option(None, "CE weights: none | inverse | median | enet; "
+                                       "unset: enet on multi-class data with a class under "
+                                       "5% of the training pixels, else none",
+                                       choices=CLASS_WEIGHTS)
+    decision: str | None = option(None, "how a pixel's class is decided: argmax | adjusted "
+                                  "(argmax of logit - t·log prior, t chosen on val at the end "
+                                  "of the run: post-hoc logit adjustment; evaluate and predict "
+                                  "use it); unset: adjusted when there are val images",
+                                  choices=DECISIONS)
+    tta: str = option("auto", "test-time augmentation, averaging probabilities: none | flip "
+                      "(horizontal) | d4 (flips both ways and quarter turns); auto: the "
+                      "training augmentation's group, kept if it scores higher on val at the "
+                      "end of the run; evaluate and predict use the run's choice",
+                      choices=TTAS)
     # schedule of work
     epochs: int = option(30, "training epochs (ignored when steps is set)")
     steps: int | None = option(None, "total optimizer steps instead of epochs")
-    batch_size: int = option(8, "images per step")
+    batch_size: int | None = option(None, "images per step; unset: 8, fewer (4, then 2) "
+                                    "when the training split has under 16 batches of 8")
     size: list[int] | None = option(None, "training input HxW (images resized); default "
                                     "native")
     crop: list[int] | None = option(None, "random crop HxW taken from the resized image")
     eval_size: list[int] | None = option(None, "input HxW at evaluation, or native; unset: "
                                          "--size (else native)")
-    augment: str = option("flip", "none | flip | light (+ scale 0.75-1.25) | strong (+ "
-                          "jitter) | d4 (flips both ways + 90-degree turns of square inputs: "
-                          "orientation-free images)", choices=AUGMENTS)
+    augment: str | None = option(None, "none | flip | light (+ scale 0.75-1.25) | strong (+ "
+                                 "jitter) | d4 (flips both ways + 90-degree turns of square "
+                                 "inputs: orientation-free images); unset: d4 when the "
+                                 "training labels look the same upside down, else light",
+                                 choices=AUGMENTS)
     normalize: str = option("auto", "input mean/std: dataset (the training images' own) | "
                             "imagenet; auto: dataset from scratch, imagenet with "
                             "--encoder-weights", choices=NORMALIZE)
@@ -281,18 +303,29 @@ def from_dict(values: dict[str, Any], source: str, base: TrainConfig | None = No
         if name not in known:
             raise UserError(f"{source}: unknown option '{key}'")
         coerced = _coerce(name, value, source)
-        low = MINIMUM_COUNTS.get(name)
-        if low is not None and coerced is not None and coerced < low:
-            raise UserError(f"{_label(name, source)} {coerced}: must be at least {low}")
-        if isinstance(coerced, float) and not math.isfinite(coerced):
-            raise UserError(f"{_label(name, source)} {coerced}: must be a finite number")
-        if name in _NON_NEGATIVE and coerced is not None and coerced < 0:
-            raise UserError(f"{_label(name, source)} {coerced}: must be >= 0")
-        if name in _FRACTIONS and not 0 <= coerced <= 1:
-            raise UserError(f"{_label(name, source)} {coerced}: must be between 0 and 1")
-        _check_choice(name, coerced, source)
+        check_value(name, coerced, source)
         setattr(result, name, coerced)
     return result
+
+
+def check_value(name: str, coerced: Any, source: str) -> None:
+    """The range checks of one coerced value; errors name the option as ``source`` says."""
+    label = _label(name, source)
+    low = MINIMUM_COUNTS.get(name)
+    if low is not None and coerced is not None and coerced < low:
+        raise UserError(f"{label} {coerced}: must be at least {low}")
+    if isinstance(coerced, float) and not math.isfinite(coerced):
+        raise UserError(f"{label} {coerced}: must be a finite number")
+    if name in _NON_NEGATIVE and coerced is not None and coerced < 0:
+        raise UserError(f"{label} {coerced}: must be >= 0")
+    if name == "lr" and coerced == 0:
+        raise UserError(f"{label} 0: must be > 0 (a run at lr 0 never moves its weights)")
+    if name == "momentum" and coerced >= 1:
+        raise UserError(f"{label} {coerced}: must be below 1 (momentum 1 never forgets a "
+                        "gradient; 0.9 is the usual value)")
+    if name in _FRACTIONS and not 0 <= coerced <= 1:
+        raise UserError(f"{label} {coerced}: must be between 0 and 1")
+    _check_choice(name, coerced, source)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

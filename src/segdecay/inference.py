@@ -36,10 +36,11 @@ def predict_logits(
     amp: bool = False,
     mean: Stats | None = None,
     std: Stats | None = None,
+    tta: str = "none",
 ) -> torch.Tensor:
-    """Float logits at ``out_hw`` for uint8 images [N,3,H,W]."""
-    return logits_of_input(model, normalized_input(images, eval_hw, mean, std), out_hw,
-                           multiple, channels_last, amp)
+    """Float logits at ``out_hw`` for uint8 images [N,3,H,W] (averaged over ``tta``)."""
+    return tta_logits(model, normalized_input(images, eval_hw, mean, std), out_hw,
+                      multiple, tta, channels_last, amp)
 
 
 def normalized_input(images: torch.Tensor, eval_hw: tuple[int, int] | None,
@@ -63,6 +64,51 @@ def logits_of_input(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], 
     if tuple(logits.shape[-2:]) != tuple(out_hw):
         logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
     return logits
+
+
+# Test-time augmentation groups as (horizontal flip, quarter turns) pairs: ``flip`` the
+# mirror a street scene allows, ``d4`` the eight symmetries of the square (every flip and
+# turn) that orientation-free images allow.
+TTA_GROUPS: dict[str, tuple[tuple[bool, int], ...]] = {
+    "none": ((False, 0),),
+    "flip": ((False, 0), (True, 0)),
+    "d4": tuple((flip, turns) for turns in range(4) for flip in (False, True)),
+}
+
+
+def _transformed(x: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    """``x`` mirrored left-right (if ``flip``), then turned by ``turns`` quarter turns."""
+    if flip:
+        x = x.flip(-1)
+    return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+
+def _restored(y: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    """The inverse of :func:`_transformed`: turned back, then mirrored back."""
+    if turns:
+        y = torch.rot90(y, -turns, dims=(-2, -1))
+    return y.flip(-1) if flip else y
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, out_hw: tuple[int, int], multiple: int,
+               tta: str = "none", channels_last: bool = False,
+               amp: bool = False) -> torch.Tensor:
+    """Logits at ``out_hw`` averaged over the ``tta`` group: the log of the mean of the
+    softmax probabilities of each transformed input, mapped back (``none``: the plain
+    logits; the log-probabilities rank the classes as averaged probabilities do, and a
+    decision's logit bias acts on them as on logits)."""
+    if tta not in TTA_GROUPS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    if tta == "none":
+        return logits_of_input(model, x, out_hw, multiple, channels_last, amp)
+    total = None
+    for flip, turns in TTA_GROUPS[tta]:
+        hw = tuple(reversed(out_hw)) if turns % 2 else tuple(out_hw)
+        logits = logits_of_input(model, _transformed(x, flip, turns), hw, multiple,
+                                 channels_last, amp)
+        probs = _restored(logits.softmax(dim=1), flip, turns)
+        total = probs if total is None else total + probs
+    return (total / len(TTA_GROUPS[tta])).clamp_min(1e-12).log()
 
 
 def iterate_batches(

@@ -11,6 +11,8 @@ after a checkpoint and exit with 130 and 143.
 from __future__ import annotations
 
 import argparse
+import errno
+import re
 import sys
 
 from segdecay.cli import (
@@ -47,14 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def negative_values_attached(argv: list[str]) -> list[str]:
+    """``--flag -1e-3`` as ``--flag=-1e-3``: argparse takes a dash-led value that is not a
+    plain decimal for an option of its own, so a negative number in scientific notation
+    would end in a usage dump instead of the option's own check."""
+    out: list[str] = []
+    for token in argv:
+        if out and _NUMBER.match(token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an OSError on a user's path: what failed, on which file, and why."""
+    where = f" {exc.filename}" if exc.filename else ""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        why += " (free space on the disk, or give another --out)"
+    return f"cannot use{where}: {why}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segdecay`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(negative_values_attached(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except UserError as exc:
         print(f"segdecay {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the user's own paths: unwritable, missing, a full disk
+        print(f"segdecay {args.command}: error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
         print(f"segdecay {args.command}: {exc.message}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segdecay.config import MASK_ENCODINGS, TrainConfig
+
 
 def add_parser(sub) -> None:
     """The ``check-data`` subcommand."""
@@ -20,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="hold-out fraction when there is no val split [default: 0.2]")
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split [default: 0]")
+    p.add_argument("--mask-encoding", default="auto", choices=list(MASK_ENCODINGS),
+                   help=TrainConfig.fields()["mask_encoding"].metadata["help"]
+                   + " [default: auto]")
     p.set_defaults(func=run)
 
 
@@ -28,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from segdecay.data.check import check_data, format_check
 
     result = check_data(args.spec, num_classes=args.num_classes, class_names=args.class_names,
-                        val_fraction=args.val_fraction, seed=args.seed)
+                        val_fraction=args.val_fraction, seed=args.seed,
+                        mask_encoding=args.mask_encoding)
     print(format_check(result), flush=True)
     if result.ok:
         return 0

@@ -56,10 +56,10 @@ def parse_seeds(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     """Read the variants, train every (variant, seed), write the comparison."""
     from segdecay.data import load_dataset_for
-    from segdecay.decay.defaults import optimizer_defaults
     from segdecay.studies.compare import CompareOptions, parse_variant, run_compare
     from segdecay.studies.compare.variants import lambda_from_tune, load_variants, preset_variants
     from segdecay.studies.tune import parse_grid
+    from segdecay.training.defaults import resolve_defaults
 
     config = config_from_args(args)
     variants = [parse_variant(v) for v in args.variant or []]
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         variants += load_variants(args.variants)
     data = None
     if args.preset:
-        lam = (lambda_from_tune(args.from_tune) if args.from_tune
-               else optimizer_defaults(config)[0].weight_decay)
         data = load_dataset_for(config)
+        lam = (lambda_from_tune(args.from_tune) if args.from_tune
+               else resolve_defaults(config, data)[0].weight_decay)
         variants += preset_variants(args.preset, config, lam, data.info.num_classes)
     elif args.from_tune:
         raise UserError("--from-tune sets the strength of a --preset; give --preset too")

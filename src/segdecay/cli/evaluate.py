@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segdecay.config import RUN_DECISIONS
+from segdecay.config import RUN_DECISIONS, RUN_TTAS
 from segdecay.data.base import SPLITS
 
 
@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--decision", default="run", choices=list(RUN_DECISIONS),
                    help="run: decide pixels as the run chose (its --decision); argmax: by "
                         "the plain logits [default: run]")
+    p.add_argument("--tta", default="run", choices=list(RUN_TTAS),
+                   help="test-time augmentation, averaging probabilities: run (the run's "
+                        "choice on val) | none | flip | d4 [default: run]")
     p.add_argument("--out", help="JSON file to write [default: RUN/eval_SPLIT.json]")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda [default: auto]")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -34,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
 
     evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint,
                  out=args.out, eval_size=args.eval_size, device=args.device, quiet=args.quiet,
-                 decision=args.decision)
+                 decision=args.decision, tta=args.tta)
     return 0

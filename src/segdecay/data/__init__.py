@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
-from segdecay.data.cache import CacheWriter, cached
+from segdecay.data.cache import CacheWriter, cached, lookup
 from segdecay.errors import UserError
 
 __all__ = ["IGNORE_INDEX", "DatasetInfo", "SegData", "SegSplit", "load_dataset",
@@ -106,6 +106,7 @@ def load_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     problems: list[str] | None = None,
+    mask_encoding: str = "auto",
 ) -> SegData:
     """Load the dataset named by ``spec`` into memory (see the module docstring for forms).
 
@@ -137,12 +138,18 @@ def load_dataset(
         def folder(writer: CacheWriter | None = None) -> SegData:
             return load_folder(path, num_classes=num_classes, class_names=class_names,
                                val_fraction=val_fraction, seed=seed, problems=problems,
-                               writer=writer)
+                               writer=writer, mask_encoding=mask_encoding)
 
         if problems is not None:  # check-data always scans every file
             return folder()
         options = {"num_classes": num_classes, "class_names": class_names,
                    "val_fraction": val_fraction, "seed": seed}
+        if mask_encoding != "auto":
+            # a run's config.yaml records what auto read: share auto's entry when it agrees
+            shared = lookup(path.resolve(), "folder", options)
+            if shared is not None and shared.info.mask_encoding == mask_encoding:
+                return shared
+            options["mask_encoding"] = mask_encoding
         return cached(path.resolve(), "folder", options, folder)
 
     from segdecay.data.camvid import CAMVID_CLASSES, load_camvid
@@ -166,4 +173,4 @@ def load_dataset_for(config: Any, spec: str | None = None) -> SegData:
     """
     return load_dataset(spec or config.data, num_classes=config.num_classes,
                         class_names=config.class_names, val_fraction=config.val_fraction,
-                        seed=config.seed)
+                        seed=config.seed, mask_encoding=config.mask_encoding)

@@ -29,6 +29,7 @@ class DatasetInfo:
     class_names: list[str]
     palette: list[tuple[int, int, int]]
     ignore_index: int = IGNORE_INDEX
+    mask_encoding: str = ""  # folder data: how mask values were read (binary, index, palette)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch
 
 from segdecay.data.base import IGNORE_INDEX, DatasetInfo, SegData, SegSplit
 
-FORMAT = 1
+FORMAT = 2
 SAMPLE_MASKS = 8  # masks re-checked on a hit (the fast path)
 
 
@@ -267,6 +267,13 @@ def _streamed(key: str, loader: Callable[[CacheWriter | None], SegData]) -> SegD
         raise
     finally:
         writer.close()
+
+
+def lookup(root: Path, kind: str, options: dict[str, Any]) -> SegData | None:
+    """A cached entry, or None (a miss, or the cache off): no decoding."""
+    if cache_root() is None:
+        return None
+    return load(fingerprint(root, kind, options))
 
 
 def cached(root: Path, kind: str, options: dict[str, Any],

@@ -57,12 +57,14 @@ def check_data(
     class_names: list[str] | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    mask_encoding: str = "auto",
 ) -> DataCheck:
     """Load ``spec`` collecting every problem instead of stopping at the first one."""
     result = DataCheck(spec)
     try:
         data = load_dataset(spec, num_classes=num_classes, class_names=class_names,
-                            val_fraction=val_fraction, seed=seed, problems=result.problems)
+                            val_fraction=val_fraction, seed=seed, problems=result.problems,
+                            mask_encoding=mask_encoding)
     except UserError as exc:  # the dataset cannot be read at all (no folder, bad spec)
         result.problems.append(str(exc))
         return result

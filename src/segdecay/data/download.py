@@ -58,12 +58,34 @@ def _request(url: str) -> urllib.request.Request:
         user = urllib.parse.unquote(parts.username)
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        headers["Authorization"] = f"Basic {token}"
         host = parts.hostname or ""
         netloc = f"[{host}]" if ":" in host else host
         netloc += f":{parts.port}" if parts.port else ""
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        request = urllib.request.Request(url, headers=headers)
+        # unredirected: urllib copies ordinary headers onto a redirect to any host;
+        # _SameOriginRedirects passes this one on only within the same origin
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+        return request
     return urllib.request.Request(url, headers=headers)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, keeping basic-auth credentials only while the scheme, host and
+    port stay the same: a redirect to another origin never receives the password."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        if new is not None and auth and _origin(new.full_url) == _origin(req.full_url):
+            new.add_unredirected_header("Authorization", auth)
+        return new
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -98,7 +120,8 @@ def download(
     try:
         with os.fdopen(fd, "wb") as fh:
             request = _request(url)
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            opener = urllib.request.build_opener(_SameOriginRedirects)
+            with opener.open(request, timeout=timeout) as response:
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     digest.update(block)
                     fh.write(block)

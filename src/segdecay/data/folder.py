@@ -12,6 +12,8 @@ Accepted layouts (``ROOT`` is the path given by the user)::
 
 Images and masks pair up by file stem. Masks may be index PNGs (values are class ids, 255 is
 ignore), binary 0/255 masks (255 becomes class 1) or RGB masks decoded with ``palette.txt``.
+Binary-looking masks with a few other values (a stray value, JPEG compression) are refused
+with the files and values named, unless ``--mask-encoding`` says how to read them.
 An ``ignore/`` region mask marks with 0 the pixels that carry no label. Every mistake in the
 folder is a UserError naming the file at fault, before any training starts.
 
@@ -388,6 +390,37 @@ class _LabelPlan:
     binary: bool
     num_classes: int
     names: list[str]
+    encoding: str  # binary | index | palette: how mask values were read
+
+
+BINARY_THRESHOLD = 128  # --mask-encoding binary: values at or above it are the foreground
+LOSSY_SUFFIXES = {".jpg", ".jpeg"}
+STRAY_SHARE = 0.05  # masks with values besides 0/255, as a share of those holding 255
+
+
+def _binary_with_strays(samples: list[_Sample], values: list[np.ndarray | None]) -> str | None:
+    """Why masks that hold 0 and 255 and a few other values look like binary masks damaged
+    (an editor's stray value, JPEG compression) rather than class ids with 255 as ignore;
+    None when they do not. Read as class ids, their foreground would be ignored."""
+    with_255 = [i for i, v in enumerate(values) if v is not None and IGNORE_INDEX in v]
+    odd = [i for i, v in enumerate(values) if v is not None and len(np.setdiff1d(
+        v, [0, IGNORE_INDEX]))]
+    if not with_255 or not odd:
+        return None
+    lossy = [i for i in odd if samples[i].mask_path.suffix.lower() in LOSSY_SUFFIXES]
+    if not lossy and len(odd) > max(1, STRAY_SHARE * len(with_255)):
+        return None  # other values in many masks: class ids, 255 the ignore label
+    def others(i: int) -> str:
+        return ", ".join(str(int(v)) for v in np.setdiff1d(values[i], [0, IGNORE_INDEX])[:6])
+
+    shown = "; ".join(f"{samples[i].mask_path}: {others(i)}" for i in (lossy or odd)[:3])
+    why = (f"{len(lossy)} mask(s) are JPEG, whose compression changes label values"
+           if lossy else f"only {len(odd)} of the {len(with_255)} masks holding 255 hold "
+           "other values")
+    return (f"masks look binary (0 and 255) but {why} ({shown}{'; ...' if len(odd) > 3 else ''}"
+            "); read as class ids, 255 would be ignored and the foreground never trained. "
+            f"Give --mask-encoding binary (values >= {BINARY_THRESHOLD} are the foreground) or "
+            "--mask-encoding index (values are class ids, 255 ignore), or fix the masks")
 
 
 def _plan_labels(
@@ -397,17 +430,33 @@ def _plan_labels(
     num_classes: int | None,
     names: list[str] | None,
     problems: list[str] | None = None,
+    encoding: str = "auto",
 ) -> tuple[_LabelPlan, set[int]]:
     """Decide binary/index and the class count from every mask's distinct values (so the
-    decision needs no mask in memory); also the samples rejected on the way (collecting)."""
+    decision needs no mask in memory); also the samples rejected on the way (collecting).
+    ``encoding`` (a choice of ``--mask-encoding``, checked with TrainConfig) auto reads 0/255
+    masks as binary and others as class ids, and refuses binary-looking masks with stray
+    values (:func:`_binary_with_strays`)."""
     seen: set[int] = set()
     for v in values:
         if v is not None:
             seen.update(v.tolist())
-    binary = (palette is None and num_classes in (None, 2) and IGNORE_INDEX in seen
-              and seen <= {0, IGNORE_INDEX})
+    if encoding == "binary" and palette is not None:
+        raise UserError("--mask-encoding binary: the masks are decoded with palette.txt "
+                        "into class ids; drop the option, or palette.txt")
+    binary = encoding == "binary" or (
+        encoding == "auto" and palette is None and num_classes in (None, 2)
+        and IGNORE_INDEX in seen and seen <= {0, IGNORE_INDEX})
+    if encoding == "auto" and not binary and palette is None and num_classes in (None, 2):
+        strays = _binary_with_strays(samples, values)
+        if strays is not None:
+            report(problems, strays)
+            binary = True  # collecting: go on as the likelier reading
     rejected: set[int] = set()
     if binary:
+        if num_classes not in (None, 2):
+            raise UserError(f"--mask-encoding binary makes 2 classes, but num_classes is "
+                            f"{num_classes}")
         if names is None:
             num_classes, names = 2, ["background", "foreground"]
     elif num_classes is None:
@@ -429,7 +478,8 @@ def _plan_labels(
         num_classes = int(max(labels)) + 1 if labels else 1
         names = [f"class{i}" for i in range(num_classes)]
     assert names is not None and num_classes is not None
-    return _LabelPlan(binary, num_classes, names), rejected
+    kind = "binary" if binary else "palette" if palette is not None else "index"
+    return _LabelPlan(binary, num_classes, names, kind), rejected
 
 
 def _final_mask(
@@ -437,7 +487,7 @@ def _final_mask(
 ) -> torch.Tensor | None:
     """Class values to the uint8 training mask: binary mapping, range check, ignore region."""
     if plan.binary:
-        arr = np.where(arr == IGNORE_INDEX, 1, 0).astype(np.uint8)
+        arr = np.where(arr >= BINARY_THRESHOLD, 1, 0).astype(np.uint8)
     n = plan.num_classes
     bad_px = ((arr >= n) & (arr != IGNORE_INDEX)) | (arr < 0)
     if bad_px.any():
@@ -459,17 +509,19 @@ def _to_masks(
     num_classes: int | None,
     names: list[str] | None,
     problems: list[str] | None = None,
-) -> tuple[list[torch.Tensor | None], int, list[str]]:
+    encoding: str = "auto",
+) -> tuple[list[torch.Tensor | None], _LabelPlan]:
     """Turn raw masks of all splits into index masks, deciding binary/index/RGB dataset-wide.
 
     The mask of a sample with a problem is None (only when collecting problems).
     """
     index = [_index_mask(s, palette, root / "palette.txt", problems) for s in samples]
     values = [None if a is None else np.unique(a) for a in index]
-    plan, rejected = _plan_labels(samples, values, palette, num_classes, names, problems)
+    plan, rejected = _plan_labels(samples, values, palette, num_classes, names, problems,
+                                  encoding)
     masks = [None if a is None or i in rejected else _final_mask(s, a, plan, problems)
              for i, (s, a) in enumerate(zip(samples, index, strict=True))]
-    return masks, plan.num_classes, plan.names
+    return masks, plan
 
 
 def _stream_into_cache(
@@ -480,6 +532,7 @@ def _stream_into_cache(
     palette: _Palette | None,
     num_classes: int | None,
     names: list[str] | None,
+    encoding: str = "auto",
 ) -> tuple[dict[str, SegSplit], _LabelPlan]:
     """Decode every final split straight into the cache files, holding a few pairs at a time.
 
@@ -501,7 +554,8 @@ def _stream_into_cache(
         return np.unique(arr)
 
     values = map_threaded(first, jobs, workers=4)
-    plan, _ = _plan_labels([s for _, _, s in jobs], list(values), palette, num_classes, names)
+    plan, _ = _plan_labels([s for _, _, s in jobs], list(values), palette, num_classes, names,
+                           encoding=encoding)
 
     def second(job: tuple[str, int, _Sample]) -> None:
         split, i, s = job
@@ -537,12 +591,13 @@ def _decode_in_memory(
     val_fraction: float,
     seed: int,
     problems: list[str] | None,
-) -> tuple[SegSplit, SegSplit, SegSplit | None, int, list[str]]:
+    encoding: str = "auto",
+) -> tuple[SegSplit, SegSplit, SegSplit | None, _LabelPlan]:
     """Decode every sample into memory (cache off, or collecting problems for check-data)."""
     all_samples = [s for group in split_samples.values() for s in group]
     usable = {id(s) for s in _decode_all(all_samples, problems)}
     good = [s for s in all_samples if id(s) in usable]
-    masks, num_classes, names = _to_masks(good, root, palette, num_classes, names, problems)
+    masks, plan = _to_masks(good, root, palette, num_classes, names, problems, encoding)
     mask_of = {id(s): m for s, m in zip(good, masks, strict=True) if m is not None}
 
     def build(samples: list[_Sample]) -> SegSplit:
@@ -567,7 +622,7 @@ def _decode_in_memory(
     else:
         val = build([])
     test = build(split_samples["test"]) if "test" in split_samples else None
-    return train, val, test, num_classes, names
+    return train, val, test, plan
 
 
 def load_folder(
@@ -579,8 +634,14 @@ def load_folder(
     seed: int = 0,
     problems: list[str] | None = None,
     writer: CacheWriter | None = None,
+    mask_encoding: str = "auto",
 ) -> SegData:
     """Load a generic images/masks folder (layouts in the module docstring) into memory.
+
+    ``mask_encoding`` says how mask values are read: ``binary`` (values >= 128 are the
+    foreground), ``index`` (class ids, 255 ignore) or ``auto``, which reads 0/255 masks as
+    binary, others as class ids, and refuses binary-looking masks with stray values; the
+    reading is ``info.mask_encoding``.
 
     Without a provided ``val`` split, ``val_fraction`` of the training images (at least one)
     is held out with a generator seeded by ``seed``, so the split is reproducible.
@@ -626,8 +687,7 @@ def load_folder(
             parts["val"] = [parts["train"][i] for i in val_idx]
             parts["train"] = [parts["train"][i] for i in train_idx]
         splits, plan = _stream_into_cache(writer, parts, sizes, root, palette, num_classes,
-                                          names)
-        num_classes, names = plan.num_classes, plan.names
+                                          names, mask_encoding)
         train, val, test = splits["train"], splits["val"], splits.get("test")
     else:
         too_big = check_cache_fits(cache_bytes(hw for hw in sizes.values() if hw is not None),
@@ -635,8 +695,10 @@ def load_folder(
                                    hint=DISK_CACHE_HINT)
         if too_big:
             raise UserError(too_big)
-        train, val, test, num_classes, names = _decode_in_memory(
-            split_samples, root, palette, num_classes, names, val_fraction, seed, problems)
+        train, val, test, plan = _decode_in_memory(
+            split_samples, root, palette, num_classes, names, val_fraction, seed, problems,
+            mask_encoding)
+    num_classes, names = plan.num_classes, plan.names
 
     colours = list(palette.colours) if palette is not None else default_palette(num_classes)
     info = DatasetInfo(
@@ -644,5 +706,6 @@ def load_folder(
         num_classes=num_classes,
         class_names=names,
         palette=colours,
+        mask_encoding=plan.encoding,
     )
     return SegData(info=info, train=train, val=val, test=test)

@@ -1,12 +1,18 @@
 """The lr and lambda a run gets when the user gives none: per optimizer, one decay timescale.
 
-SGD's lr 0.05 does not suit Adam (a synthetic AdamW run at 0.05 stalls at val mIoU 0.17), and
-one raw lambda means decay strengths 100x apart under SGD and AdamW. So the default lr
-follows the optimizer, and the default lambda keeps the per-step shrinkage of SGD's classic
-default (lr 0.05, momentum 0.9, coupled 5e-4: lr·lambda/(1-momentum) = 2.5e-4 per step, a
-timescale tau of 4,000 steps) under whatever optimizer, decay mode and lr the run uses.
-Adam + L2 is the exception: its decay is divided by the adaptive denominator, so it has no
-timescale to match and gets the conventional 1e-4.
+SGD's lr 0.05 does not suit Adam (a synthetic AdamW run at 0.05 stalls at val mIoU 0.17), so
+the default lr follows the optimizer. lambda is set by what it does rather than by its raw
+value, which means decay strengths 100x apart under SGD and AdamW: the weights shrink by
+lr_eff·lambda per step (lr_eff = lr/(1-momentum) when SGD passes the decay through its
+momentum), so tau = 1/(lr_eff·lambda) steps is the decay's timescale, and the default puts
+it at TAU_FRACTION of the run's steps (Wang & Aitchison 2025: the best tau lies between
+one epoch and the whole run). Measured: CamVid's val peaked at one run and its test read
+better with weaker decay still; CrackForest's test at 0.24 of the run, losing 0.013 Dice at
+one run (``docs/defaults.md``); half the run lies between them. A short run keeps tau at
+least one epoch (the literature's lower end) and MIN_TAU_STEPS steps, so that no single step
+shrinks a weight by more than a tenth. Adam + L2 is the exception:
+its decay is divided by the adaptive denominator, so it has no timescale and gets the
+conventional 1e-4.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from segdecay.decay.timescale import effective_lr
 
 SGD_LR = 0.05
 ADAM_LR = 1e-3
-SHRINK_PER_STEP = 2.5e-4  # lr_eff·lambda of SGD 0.05, momentum 0.9, lambda 5e-4
+TAU_FRACTION = 0.5  # tau = 1/(lr_eff·lambda) as a fraction of the run's optimizer steps
+MIN_TAU_STEPS = 10  # and never under this many steps (nor under one epoch)
 ADAM_L2 = 1e-4
 
 
@@ -28,16 +35,32 @@ def default_lr(optimizer: str) -> float:
     return SGD_LR if optimizer.startswith("sgd") else ADAM_LR
 
 
-def default_weight_decay(optimizer: str, decay_mode: str, lr: float, momentum: float) -> float:
-    """The lambda whose per-step shrinkage is SHRINK_PER_STEP (Adam + L2: ADAM_L2)."""
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's optimizer steps: --steps, else epochs x steps per epoch."""
+    return config.steps or config.epochs * max(1, steps_per_epoch)
+
+
+def default_tau_steps(steps: int, steps_per_epoch: int) -> float:
+    """The default timescale in steps: TAU_FRACTION of the run, at least one epoch and
+    MIN_TAU_STEPS."""
+    return max(TAU_FRACTION * steps, steps_per_epoch, MIN_TAU_STEPS)
+
+
+def default_weight_decay(optimizer: str, decay_mode: str, lr: float, momentum: float,
+                         steps: int, steps_per_epoch: int) -> float:
+    """The lambda whose timescale is :func:`default_tau_steps` (Adam + L2: ADAM_L2), to 6
+    significant digits."""
     if optimizer.startswith("adam") and decay_mode != "decoupled":
         return ADAM_L2
-    return float(f"{SHRINK_PER_STEP / effective_lr(optimizer, decay_mode, lr, momentum):.6g}")
+    tau = default_tau_steps(steps, steps_per_epoch)
+    return float(f"{1.0 / (tau * effective_lr(optimizer, decay_mode, lr, momentum)):.6g}")
 
 
-def optimizer_defaults(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """``config`` with lr and weight_decay filled in where unset, and one line per default."""
-    notes = []
+def optimizer_defaults(config: TrainConfig, steps_per_epoch: int,
+                       notes: list[str] | None = None) -> TrainConfig:
+    """``config`` with lr and weight_decay filled in where unset; one line per default is
+    appended to ``notes``."""
+    notes = notes if notes is not None else []
     lr = config.lr
     if lr is None:
         lr = default_lr(config.optimizer)
@@ -46,9 +69,17 @@ def optimizer_defaults(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
     lam = config.weight_decay
     if lam is None:
         mode = config.decay_mode or default_decay_mode(config.optimizer)
-        lam = default_weight_decay(config.optimizer, mode, lr, config.momentum)
-        why = ("Adam + L2 has no timescale to match" if lam == ADAM_L2 and
-               config.optimizer.startswith("adam") else
-               f"per-step shrinkage {SHRINK_PER_STEP:g}, SGD's 5e-4 timescale")
+        steps = total_steps(config, steps_per_epoch)
+        lam = default_weight_decay(config.optimizer, mode, lr, config.momentum, steps,
+                                   steps_per_epoch)
+        if config.optimizer.startswith("adam") and mode != "decoupled":
+            why = "Adam + L2 has no timescale to match"
+        else:
+            tau = default_tau_steps(steps, steps_per_epoch)
+            share = (f"{TAU_FRACTION:g} of the run's {steps} steps"
+                     if tau == TAU_FRACTION * steps else
+                     f"at least one epoch and {MIN_TAU_STEPS} steps: the run has {steps}")
+            why = (f"decay timescale tau = 1/(lr_eff·lambda) = {tau:g} steps "
+                   f"({tau / max(1, steps_per_epoch):.3g} epochs), {share}")
         notes.append(f"lambda {lam:g}: {why} (--weight-decay)")
-    return replace(config, lr=lr, weight_decay=lam), notes
+    return replace(config, lr=lr, weight_decay=lam)

@@ -3,8 +3,8 @@
 A run folder holds ``config.yaml`` (the resolved TrainConfig), ``decay.json``,
 ``metrics.csv`` (one row per epoch), ``summary.json`` (once finished, with ``status``),
 ``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``; with
-``--decision adjusted`` also ``decision.json`` (the t chosen on val and the logit bias that
-evaluate and predict add). Fold fits
+a val split also ``decision.json`` (the t of ``--decision adjusted`` chosen on val, the logit
+bias that evaluate and predict add, and the test-time augmentation they average over). Fold fits
 of a tune keep no checkpoints. Everything that reads runs (evaluate, predict, compare,
 spectrum, tune's refit) goes through here.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import RUN_DECISIONS, from_dict
+from segdecay.config import RUN_DECISIONS, RUN_TTAS, from_dict
 from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.models import build_model, upgrade_state_dict
@@ -61,6 +61,29 @@ def read_decision(run: str | Path, decision: str = "run") -> dict[str, Any] | No
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a decision file of segdecay ({exc}); remove it to "
                         "score the plain logits") from exc
+
+
+def inference_choice(run: str | Path, decision: str = "run",
+                     tta: str = "run") -> tuple[list[float] | None, str, str]:
+    """(logit bias or None, test-time augmentation, one line saying both) that evaluate,
+    predict and compare use for ``run``: its own choices (``"run"``), or argmax and a
+    forced augmentation group."""
+    if tta not in RUN_TTAS:
+        raise UserError(f"--tta '{tta}': choose one of {', '.join(RUN_TTAS)}")
+    if decision not in RUN_DECISIONS:
+        raise UserError(f"--decision '{decision}': choose one of {', '.join(RUN_DECISIONS)}")
+    chosen = read_decision(run, "run") if "run" in (decision, tta) else None
+    bias = chosen["logit_bias"] if chosen and decision == "run" else None
+    group = tta if tta != "run" else (chosen or {}).get("tta", "none")
+    if group not in RUN_TTAS or group == "run":
+        raise UserError(f"{Path(run) / DECISION_FILE}: unknown test-time augmentation "
+                        f"{group!r}; remove the file to score the plain logits")
+    text = "argmax"
+    if bias is not None and chosen.get("rule", "adjusted") == "adjusted":
+        text = f"adjusted, t = {chosen['tau']:g} (chosen on {chosen['chosen_on']})"
+    if group != "none":
+        text += f", test-time augmentation {group}"
+    return bias, group, text
 
 
 def is_finished(folder: Path) -> bool:

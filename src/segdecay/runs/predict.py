@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from segdecay.errors import UserError
 from segdecay.fileio import atomic_open
 from segdecay.inference import predict_logits
 from segdecay.models import output_stride
-from segdecay.runs.folder import load_run, read_decision
+from segdecay.runs.folder import inference_choice, load_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -36,6 +37,17 @@ def _save_png(image: Image.Image, path: Path) -> None:
         image.save(fh, format="PNG")
 
 
+def output_names(inputs: list[Path]) -> list[str]:
+    """NAME of each input's NAME_mask.png: its stem, or (x.png beside x.jpg) its name with
+    the dot as an underscore; refused if two would still be the same."""
+    stems = Counter(p.stem for p in inputs)
+    names = [p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in inputs]
+    clash = [n for n, k in Counter(names).items() if k > 1]
+    if clash:
+        raise UserError(f"two inputs would both write {clash[0]}_mask.png; rename one")
+    return names
+
+
 @torch.no_grad()
 def predict_paths(
     run: str | Path,
@@ -47,11 +59,13 @@ def predict_paths(
     device: str = "auto",
     quiet: bool = False,
     decision: str = "run",
+    tta: str = "run",
 ) -> list[Path]:
-    """Write NAME_mask.png (class indices, palette attached) and NAME_overlay.png per image,
-    each pixel decided as the run chose (``decision="argmax"``: by the plain logits)."""
-    chosen = read_decision(run, decision)
-    bias = chosen["logit_bias"] if chosen else None
+    """Write NAME_mask.png (class indices, palette attached) and NAME_overlay.png per image
+    (NAME_SUFFIX_... where two inputs share a name),
+    each pixel decided as the run chose (``decision="argmax"``: by the plain logits), with
+    the run's test-time augmentation (``tta``: another group, or none)."""
+    bias, group, _ = inference_choice(run, decision, tta)
     config, meta, model, dev = load_run(run, checkpoint, device)
     hw = parse_size(eval_size, "--eval-size") if eval_size else parse_size(
         config.eval_size, "eval_size")
@@ -61,19 +75,21 @@ def predict_paths(
     palette = np.array(meta["palette"], dtype=np.uint8).reshape(-1, 3)
     flat = palette.flatten().tolist() + [0] * (768 - palette.size)
     written = []
-    for path in inputs:
+    names = output_names(inputs)
+    for path, name in zip(inputs, names, strict=True):
         image = read_image(path)
         logits = predict_logits(model, image[None].to(dev), tuple(image.shape[-2:]), hw,
                                 output_stride(model), channels_last=config.channels_last,
-                                amp=config.amp, mean=config.input_mean, std=config.input_std)
+                                amp=config.amp, mean=config.input_mean, std=config.input_std,
+                                tta=group)
         pred = apply_bias(logits, bias).argmax(1)[0].to("cpu", torch.uint8).numpy()
         mask = Image.fromarray(pred)  # mode L; putpalette turns it into P, values kept
         mask.putpalette(flat)
-        mask_path = out / f"{path.stem}_mask.png"
+        mask_path = out / f"{name}_mask.png"
         _save_png(mask, mask_path)
         rgb = image.permute(1, 2, 0).numpy().astype(np.float32)
         overlay = (0.5 * rgb + 0.5 * palette[pred].astype(np.float32)).astype(np.uint8)
-        overlay_path = out / f"{path.stem}_overlay.png"
+        overlay_path = out / f"{name}_overlay.png"
         _save_png(Image.fromarray(overlay), overlay_path)
         written += [mask_path, overlay_path]
         if not quiet:

@@ -15,8 +15,15 @@ from torch import nn
 
 from segdecay.config import TrainConfig, parse_size
 from segdecay.data.base import IGNORE_INDEX, SegSplit
-from segdecay.decision import DecisionSweep, apply_bias, choose_tau, log_prior, logit_bias
-from segdecay.inference import iterate_batches, logits_of_input, normalized_input
+from segdecay.decision import (
+    TAUS,
+    DecisionSweep,
+    apply_bias,
+    choose_tau,
+    log_prior,
+    logit_bias,
+)
+from segdecay.inference import TTA_GROUPS, iterate_batches, normalized_input, tta_logits
 from segdecay.losses import class_pixel_counts
 from segdecay.metrics import SegmentationMetrics
 from segdecay.models import output_stride
@@ -36,6 +43,7 @@ def evaluate_split(
     perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     logit_bias: Sequence[float] | None = None,
+    tta: str = "none",
 ) -> tuple[dict[str, Any], float]:
     """Metrics over the whole split at label resolution, and the mean loss per image.
 
@@ -49,7 +57,9 @@ def evaluate_split(
     scored (per-image scores, prediction spectra), so analyses share this one loop.
 
     ``logit_bias`` (a run's ``--decision adjusted``) is added to the logits that are scored
-    and that ``on_batch`` sees; the loss is the training loss of the plain logits.
+    and that ``on_batch`` sees; the loss is the training loss of the logits before the bias.
+    ``tta`` averages each batch's probabilities over a test-time augmentation group
+    (:data:`segdecay.inference.TTA_GROUPS`); the scores are then the log of the averages.
     """
     ctx = dist or distributed.DistContext()
     model.eval()
@@ -59,7 +69,7 @@ def evaluate_split(
     batch_losses: list[tuple[int, torch.Tensor]] = []
     k = 0
     for k, (images, masks) in enumerate(
-        iterate_batches(split, max(1, config.batch_size), torch.device("cpu")), start=1
+        iterate_batches(split, max(1, config.batch_size or 8), torch.device("cpu")), start=1
     ):
         if (k - 1) % ctx.world_size != ctx.rank:
             continue
@@ -67,8 +77,8 @@ def evaluate_split(
         x = normalized_input(images, eval_hw, config.input_mean, config.input_std)
         if perturb is not None:
             x = perturb(x, k - 1)
-        logits = logits_of_input(model, x, tuple(masks.shape[-2:]), stride,
-                                 channels_last=config.channels_last, amp=config.amp)
+        logits = tta_logits(model, x, tuple(masks.shape[-2:]), stride, tta,
+                            channels_last=config.channels_last, amp=config.amp)
         target = masks.long()
         decided = apply_bias(logits, logit_bias)
         metrics.update(decided, target)
@@ -88,6 +98,15 @@ def evaluate_split(
     return metrics.compute(), float(loss_sum) / max(1, len(split))
 
 
+def tta_candidates(config: TrainConfig) -> list[str]:
+    """The test-time augmentations a run compares on val: ``auto`` tries none and the
+    group of its training augmentation (d4's, or the horizontal mirror of every other)."""
+    if config.tta != "auto":
+        return [config.tta]
+    group = {"none": "none", "d4": "d4"}.get(config.augment or "flip", "flip")
+    return ["none"] if group == "none" else ["none", group]
+
+
 @torch.no_grad()
 def choose_decision(
     model: nn.Module,
@@ -98,19 +117,34 @@ def choose_decision(
     device: torch.device,
     *,
     dist: distributed.DistContext | None = None,
-) -> dict[str, Any]:
-    """``--decision adjusted``: the t of argmax(logit - t·log prior) with the best val mIoU
-    (:mod:`segdecay.decision`), from one pass over val; the prior is the training masks'."""
+) -> dict[str, Any] | None:
+    """How the run decides pixels, chosen on val from one pass per test-time augmentation:
+    the t of argmax(logit - t·log prior) under ``--decision adjusted`` (0 under argmax;
+    :mod:`segdecay.decision`) and, under ``--tta auto``, whether the augmentation group
+    beats the plain pass. The highest val mIoU wins; ties go to fewer passes, then the
+    smaller |t|. None when there is nothing to choose (argmax and no test-time augmentation)."""
     ctx = dist or distributed.DistContext()
+    taus = TAUS if config.decision == "adjusted" else (0.0,)
+    groups = tta_candidates(config)
+    if taus == (0.0,) and groups == ["none"]:
+        return None
     prior = log_prior(class_pixel_counts(train_masks, num_classes, IGNORE_INDEX).pixels.tolist())
-    sweep = DecisionSweep(prior, IGNORE_INDEX)
-    evaluate_split(model, val, num_classes, config, device, dist=ctx, on_batch=sweep.update)
-    if ctx.enabled:
-        for metrics in sweep.metrics.values():
-            ctx.all_reduce_sum(metrics.confusion)
-    mious = sweep.mious()
-    tau = choose_tau(mious)
-    return {"rule": "adjusted", "tau": tau, "chosen_on": "val",
-            "val_miou": mious[tau], "val_miou_argmax": mious[0.0],
-            "val_miou_by_tau": {f"{t:g}": v for t, v in mious.items()},
+    scores: dict[str, dict[float, float]] = {}
+    for group in groups:
+        sweep = DecisionSweep(prior, IGNORE_INDEX, taus)
+        evaluate_split(model, val, num_classes, config, device, dist=ctx, tta=group,
+                       on_batch=sweep.update)
+        if ctx.enabled:
+            for metrics in sweep.metrics.values():
+                ctx.all_reduce_sum(metrics.confusion)
+        scores[group] = sweep.mious()
+    best_tau = {g: choose_tau(scores[g]) for g in groups}
+    group = max(groups, key=lambda g: (scores[g][best_tau[g]], -groups.index(g)))
+    tau = best_tau[group]
+    return {"rule": config.decision, "tau": tau, "tta": group,
+            "tta_passes": len(TTA_GROUPS[group]), "chosen_on": "val",
+            "val_miou": scores[group][tau], "val_miou_argmax": scores["none"][0.0]
+            if "none" in scores else scores[group][0.0],
+            "val_miou_by_tta": {g: scores[g][best_tau[g]] for g in groups},
+            "val_miou_by_tau": {f"{t:g}": v for t, v in scores[group].items()},
             "log_prior": prior, "logit_bias": logit_bias(tau, prior)}

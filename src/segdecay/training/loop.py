@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import MINIMUM_COUNTS, TrainConfig
+from segdecay.config import TrainConfig, check_value
 from segdecay.data import load_dataset_for
 from segdecay.data.base import SegData
 from segdecay.decay import regularization_term, weight_norm
@@ -40,6 +40,7 @@ from segdecay.training.epoch import EpochResult, train_one_epoch
 from segdecay.training.evaluate import choose_decision, evaluate_split
 from segdecay.training.hardware import compiled_or_eager, resolve_amp, resolve_device
 from segdecay.training.interrupt import TrainingInterrupted, active_stop, stoppable
+from segdecay.training.lock import run_folder_lock
 from segdecay.training.log import Log, epoch_line, write_metrics_csv
 from segdecay.training.setup import TrainingRun, build_run, log_start, write_header
 from segdecay.training.state import (
@@ -93,14 +94,17 @@ def train(
     n = len(data.train)
     if n == 0:
         raise UserError(f"--data {config.data}: the training split is empty")
-    batch_size = min(config.batch_size, n)  # global: images per step over all processes
-    local_batch = distributed.local_batch_size(batch_size, config.batch_size, n,
+    requested_batch = config.batch_size
+    config, defaults = resolve_defaults(config, data, ctx.world_size)
+    batch_size = config.batch_size  # global: images per step over all processes
+    local_batch = distributed.local_batch_size(batch_size, requested_batch or batch_size, n,
                                                ctx.world_size)
-    config, defaults = resolve_defaults(config, data, batch_size)
     with distributed.process_group(ctx, device):
         run = build_run(config, out, ctx, device, gen, data, batch_size, local_batch, log,
                         active_stop(), checkpoints, defaults)
-        return fit(run, resume=resume, on_epoch=on_epoch)
+        with run_folder_lock(out, ctx.is_main):  # built and checked: now it may write
+            _check_out(out, resume)  # again, under the lock: a run may have finished
+            return fit(run, resume=resume, on_epoch=on_epoch)
 
 
 def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[str, Any]:
@@ -135,11 +139,9 @@ def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[s
 
 
 def _check_counts(config: TrainConfig) -> None:
-    """The API path gets the CLI's checks."""
-    for name, low in MINIMUM_COUNTS.items():
-        value = getattr(config, name)
-        if value is not None and value < low:
-            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+    """The API path gets the CLI's range checks."""
+    for name in TrainConfig.fields():
+        check_value(name, getattr(config, name), "command line")
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -290,8 +292,9 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
 
 
 def decide(run: TrainingRun) -> dict[str, Any] | None:
-    """``--decision adjusted``: choose t on val for the final weights (argmax: nothing)."""
-    if run.config.decision != "adjusted":
+    """t of ``--decision adjusted`` and the test-time augmentation of ``--tta auto``, chosen
+    on val for the final weights (None: argmax without test-time augmentation)."""
+    if len(run.data.val) == 0:
         return None
     return choose_decision(run.eval_model, run.data.val, run.data.train.masks,
                            run.data.info.num_classes, run.config, run.device, dist=run.ctx)
@@ -301,6 +304,15 @@ def decision_line(decision: dict[str, Any]) -> str:
     """What the chosen decision bought on val (where it was chosen: an optimistic figure)."""
     edge = " (the grid's edge: a larger |t| might do better)" if abs(decision["tau"]) == max(
         TAUS) else ""
-    return (f"decision: argmax(logit - t*log prior) with t = {decision['tau']:g}{edge}, chosen "
-            f"on val: val mIoU {100 * decision['val_miou']:.2f} (argmax "
-            f"{100 * decision['val_miou_argmax']:.2f}); evaluate and predict use it")
+    rule = (f"argmax(logit - t*log prior) with t = {decision['tau']:g}{edge}"
+            if decision.get("rule", "adjusted") == "adjusted" else "argmax")
+    tta = decision.get("tta", "none")
+    by_tta = decision.get("val_miou_by_tta", {})
+    if len(by_tta) > 1:
+        other = next(g for g in by_tta if g != tta)
+        rule += (f", test-time augmentation {tta} ({decision['tta_passes']} passes per image; "
+                 f"{other}: {100 * by_tta[other]:.2f})")
+    elif tta != "none":
+        rule += f", test-time augmentation {tta} ({decision['tta_passes']} passes per image)"
+    return (f"decision: {rule}, chosen on val: val mIoU {100 * decision['val_miou']:.2f} "
+            f"(argmax {100 * decision['val_miou_argmax']:.2f}); evaluate and predict use it")

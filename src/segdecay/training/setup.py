@@ -216,6 +216,18 @@ def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
         loss_fn=loss_fn, decay=decay, defaults=list(defaults or []), average=average)
 
 
+def crop_padding(config: TrainConfig, split: SegSplit) -> str | None:
+    """A line when --crop is larger than the images it is cut from: the rest is padding."""
+    crop = parse_size(config.crop, "--crop")
+    base = parse_size(config.size, "--size") or split.uniform_size()
+    if crop is None or base is None or (crop[0] <= base[0] and crop[1] <= base[1]):
+        return None
+    kept = min(crop[0], base[0]) * min(crop[1], base[1]) / (crop[0] * crop[1])
+    return (f"note: --crop {crop[0]}x{crop[1]} is larger than the {base[0]}x{base[1]} "
+            f"training images: {1 - kept:.0%} of each sample is padding, which the loss "
+            "ignores (--crop)")
+
+
 def write_header(run: TrainingRun) -> None:
     """config.yaml and decay.json, before the first step (rank 0)."""
     if not run.main:
@@ -253,6 +265,9 @@ def log_start(run: TrainingRun) -> None:
                  f"global batch {run.batch_size}"
                  + (", SyncBatchNorm" if config.sync_bn else ", BatchNorm per process (not one "
                                                           "process's numbers: --sync-bn)"))
+    padding = crop_padding(config, run.train_split)
+    if padding:
+        log.line(padding)
     log.line(f"optimizer: {run.algorithm}, lr {config.lr:g}, lambda {config.weight_decay:g}"
              + (f", l1 {config.l1:g}" if config.l1 else ""))
     log.line(describe_split(run.optimizer.param_groups))

@@ -21,9 +21,15 @@ from segdecay.fileio import atomic_open
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """torch.save into a temporary sibling, then rename over ``path``."""
-    with atomic_open(path, "wb") as fh:
-        torch.save(state, fh)
+    """torch.save into a temporary sibling, then rename over ``path``; a failed write (a
+    full disk, a file-size limit) leaves the previous file and says so in one line."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(state, fh)
+    except (RuntimeError, OSError) as exc:
+        kept = "the previous one is kept" if path.exists() else "nothing was written"
+        raise UserError(f"could not write checkpoint {path} ({' '.join(str(exc).split())}; a "
+                        f"full disk or a file-size limit?); {kept}") from exc
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

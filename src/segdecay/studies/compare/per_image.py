@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from segdecay.data.base import IGNORE_INDEX, SegSplit
-from segdecay.runs.folder import load_run, read_decision
+from segdecay.runs.folder import inference_choice, load_run
 from segdecay.training.evaluate import evaluate_split
 
 
@@ -50,7 +50,7 @@ def score_images(run: str | Path, split: SegSplit, num_classes: int,
                  checkpoint: str = "last") -> dict[str, Any]:
     """Split-level metrics and per-image mIoU of ``run``'s weights on ``split``, pixels
     decided as the run chose (``--decision``), as ``segdecay evaluate`` decides them."""
-    decision = read_decision(run)
+    bias, group, _ = inference_choice(run)
     config, _, model, device = load_run(run, checkpoint, device="cpu")
     per_image: list[float] = []
 
@@ -59,5 +59,5 @@ def score_images(run: str | Path, split: SegSplit, num_classes: int,
                                                      num_classes)).tolist())
 
     result, _ = evaluate_split(model, split, num_classes, config, device, on_batch=collect,
-                               logit_bias=decision["logit_bias"] if decision else None)
+                               logit_bias=bias, tta=group)
     return {**result, "per_image_miou": per_image}

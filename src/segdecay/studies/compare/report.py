@@ -130,8 +130,8 @@ def write_report(out: Path, base: TrainConfig, options, collected: dict[str, Any
     sections = [
         ("Variants", variants + f"<p>Base config: optimizer {base.optimizer}, lr "
          f"{_or_default(base.lr)}, lambda {_or_default(base.weight_decay)}, {base.epochs} "
-         f"epochs, batch {base.batch_size}, "
-         f"augment {base.augment}; seeds {', '.join(map(str, options.seeds))}. Every variant "
+         f"epochs, batch {_or_default(base.batch_size)}, augment "
+         f"{_or_default(base.augment)}; seeds {', '.join(map(str, options.seeds))}. Every variant "
          "trains on the same data and split with the same seeds.</p>"),
         ("Results (mean ± sd over seeds)", table
          + f"<p>{split} mIoU: final weights on the {split} split ({collected['images']} "

@@ -41,8 +41,7 @@ def study_base(base: TrainConfig, say) -> TrainConfig:
     """The base config with its data defaults resolved once on the whole training split, so
     every fold fit and the refit share one loss, one input normalization and one lr."""
     data = load_dataset_for(base)
-    resolved, notes = resolve_defaults(base, data, max(1, min(base.batch_size,
-                                                              len(data.train))))
+    resolved, notes = resolve_defaults(base, data)
     for line in notes:
         if not line.startswith(("lambda", "validation")):  # the study sets both per fit
             say(f"default {line}")
@@ -56,6 +55,8 @@ def run_tune(base: TrainConfig, options: TuneOptions, run_dir: str | Path,
     options = resolve_pruner(options, base.epochs, base.steps)
     validate(options)
     say = printer(quiet)
+    if (options.losses or options.weightings) and base.class_weights is None:
+        base = replace(base, class_weights="none")  # searched, not decided by the rule
     base = study_base(base, say)
     validate_against(options, base.optimizer, base.decay_mode, base.lr)
     run_dir = Path(run_dir)

@@ -92,7 +92,7 @@ def recipe_parts(options: TuneOptions) -> dict[str, list[str]]:
 
 def skip_reason(params: dict[str, Any], base: TrainConfig) -> str | None:
     """Why a grid point is not a recipe (class weights on a loss that takes none), or None."""
-    weights = params.get("class_weights", base.class_weights)
+    weights = params.get("class_weights", base.class_weights) or "none"
     loss = params.get("loss", base.loss)
     if weights != "none" and loss not in WEIGHTED_LOSSES:
         return f"class weights {weights} apply to {' and '.join(WEIGHTED_LOSSES)}, not {loss}"
@@ -197,7 +197,10 @@ class Objective:
 
             try:
                 every = self.fit_epochs[i] if per_fold else 1
-                summary = train(replace(config, seed=self.base.seed + r, eval_every=every),
+                # a fit is scored by its val mIoU at argmax: the decision and the
+                # test-time augmentation are chosen for the refit, not per fit
+                summary = train(replace(config, seed=self.base.seed + r, eval_every=every,
+                                        decision="argmax", tta="none"),
                                 out, data=data,
                                 log=Log(quiet=self.quiet), on_epoch=report, checkpoints=False)
             except optuna.TrialPruned as pruned:

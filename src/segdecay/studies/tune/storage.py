@@ -5,7 +5,8 @@
 - ``journal:PATH`` (or a path ending in ``.log``): a journal file for several processes on
   one machine or a shared file system;
 - ``postgresql://user:pass@host/db`` (or any SQLAlchemy URL): several machines, each worker
-  running the same command with the same ``--study``.
+  running the same command with the same ``--study``; ``postgresql://user@host/db`` with the
+  password in ``$SEGDECAY_STORAGE_PASSWORD`` keeps it out of the process list.
 
 RDB storages get Optuna's heartbeat, so a trial left RUNNING by a killed worker is marked
 failed after the grace period and its parameters re-enqueued (RetryFailedTrialCallback).
@@ -14,6 +15,7 @@ failed after the grace period and its parameters re-enqueued (RetryFailedTrialCa
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import re
 import time
@@ -27,8 +29,11 @@ from segdecay.errors import UserError
 HEARTBEAT_SECONDS = 10
 # heartbeat and retry are marked experimental by Optuna; they are what we rely on, on purpose
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# As SQLAlchemy's own URL pattern reads it: the user runs to the first ':' or '/', the
+# password to the first '@' ('/' included: postgresql://alice:se/cret@host/db).
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)"
-                          r"(?::(?P<password>[^@/\s]*))?@")
+                          r"(?::(?P<password>[^@\s]*))?@")
+PASSWORD_ENV = "SEGDECAY_STORAGE_PASSWORD"  # a URL on the command line is visible in ps
 _PASSWORD_PARAM = re.compile(r"(?i)((?:password|passwd|pwd)=)[^&\s]+")
 
 
@@ -38,6 +43,20 @@ def redact(text: str) -> str:
         lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] is not None
         else m.group(0), text)
     return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def with_password(url: str) -> str:
+    """``url`` with the password from ``$SEGDECAY_STORAGE_PASSWORD`` when it names a user
+    but no password (the URL given on the command line then holds no secret)."""
+    secret = os.environ.get(PASSWORD_ENV)
+    if not secret or "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.username is None or parsed.password is not None:
+        return url
+    return parsed.set(password=secret).render_as_string(hide_password=False)
 
 
 def resolve_storage_url(spec: str | None, run_dir: Path, workers: int) -> str:
@@ -65,6 +84,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int | None
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    url = with_password(url)
     params = inspect.signature(optuna.storages.RDBStorage).parameters
     if "heartbeat_stale_trial_callback" in params:  # Optuna >= 4.9
         callback_kw = "heartbeat_stale_trial_callback"

@@ -1,0 +1,114 @@
+"""The default's lambda as a point of every tune, and whether the search beat it.
+
+segdecay's default lambda puts the decay timescale tau = 1/(lr_eff·lambda) at half the run
+(:mod:`segdecay.decay.defaults`). A tune scores that lambda beside the searched ones, on
+the same fits, so its answer can be read as a check on the rule: did any searched lambda
+beat the rule's beyond the paired band (one paired SE), by how much, and at what compute?
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from segdecay.config import TrainConfig
+from segdecay.decay import default_decay_mode
+from segdecay.decay.defaults import ADAM_L2, default_tau_steps
+from segdecay.decay.timescale import lambda_for_tau
+from segdecay.studies.tune.options import TuneOptions
+from segdecay.studies.tune.selection import paired_difference
+
+
+def rule_point(base: TrainConfig, options: TuneOptions, steps_per_epoch: float) -> float:
+    """The rule's value on the searched axis at the fits' budget: tau in epochs of the fits
+    with ``--tau-grid``, else lambda (at the base lr; decay mode as searched first)."""
+    total = base.steps or base.epochs * steps_per_epoch
+    tau_epochs = default_tau_steps(total, steps_per_epoch) / steps_per_epoch
+    if options.tau_grid:
+        return float(f"{tau_epochs:.6g}")
+    mode = rule_mode(base, options)
+    if base.optimizer.startswith("adam") and mode != "decoupled":
+        return ADAM_L2  # Adam + L2's default has no timescale
+    lam = lambda_for_tau(tau_epochs, steps_per_epoch, base.optimizer, mode, base.lr,
+                         base.momentum)
+    return float(f"{lam:.6g}")
+
+
+def rule_setting(base: TrainConfig, options: TuneOptions) -> dict[str, Any]:
+    """Where the rule's point is comparable when lr or the decay mode are searched too: a
+    lambda is the rule's only at the lr and mode it was computed for (a tau at any lr)."""
+    setting: dict[str, Any] = {}
+    if options.modes:
+        setting["decay_mode"] = rule_mode(base, options)
+    if options.lr_grid and not options.tau_grid:
+        setting["lr"] = base.lr
+    return setting
+
+
+def rule_mode(base: TrainConfig, options: TuneOptions) -> str:
+    """The decay mode the rule's lambda is computed for (the first searched one)."""
+    return (options.modes or [None])[0] or base.decay_mode or default_decay_mode(base.optimizer)
+
+
+def with_rule_point(options: TuneOptions, value: float) -> TuneOptions:
+    """A grid search's grid with the rule's point added (random and TPE searches get it as
+    their first trial: :func:`rule_params`)."""
+    if options.search != "grid":
+        return options
+    if options.tau_grid:
+        return replace(options, tau_grid=sorted({*options.tau_grid, value}))
+    return replace(options, grid=sorted({*options.grid, value}))
+
+
+def rule_params(options: TuneOptions, value: float) -> dict[str, float]:
+    """The parameters of the rule's trial, as a random or TPE search enqueues it."""
+    return {"tau_epochs" if options.tau_grid else "weight_decay": value}
+
+
+def _same(a: float | None, b: float) -> bool:
+    return a is not None and math.isclose(a, b, rel_tol=1e-6)
+
+
+def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
+               axis: str, folds: int, compute: dict[str, Any],
+               final_epochs: int, rule_setting: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """The best searched lambda against the rule's, paired fit by fit, in the chosen
+    setting (loss, class weights) at the rule's lr and decay mode (``rule_setting``; the
+    rule's lambda is theirs): the difference, its SE (Nadeau-Bengio corrected under CV,
+    plain over holdout seeds), and one sentence with the search's compute in runs of the
+    final length."""
+    setting = {k: choice[k] for k in ("lr", "decay_mode", "loss", "class_weights")}
+    setting.update(rule_setting or {})
+    same = [r for r in rows if r["duplicate_of"] is None
+            and all(r[k] == v for k, v in setting.items())]
+    if any(r["state"] == "PRUNED" and _same(r[axis], value) for r in same):
+        return {"axis": axis, "value": value, "search_fit_epochs": compute["epochs_run"],
+                "beat": True, "sentence": "the rule's point was pruned: the pruner's "
+                "evidence put it below the best searched point"}
+    complete = [r for r in same if r["state"] == "COMPLETE"]
+    full = max((r["folds_done"] for r in complete), default=0)
+    complete = [r for r in complete if r["folds_done"] == full and full > 0]
+    rule = next((r for r in complete if _same(r[axis], value)), None)
+    searched = [r for r in complete if r is not rule]
+    runs = compute["epochs_run"] / max(1, final_epochs)
+    result: dict[str, Any] = {"axis": axis, "value": value, "search_fit_epochs":
+                              compute["epochs_run"], "search_runs": runs}
+    if rule is None or not searched:
+        result["sentence"] = ("the rule's point did not finish every fit in the chosen "
+                              "setting: no comparison with the search")
+        return result
+    best = max(searched, key=lambda r: (math.fsum(r["fold_scores"]), -r["weight_decay"]))
+    diff, _, se, _, _, _, n = paired_difference(best["fold_scores"], rule["fold_scores"], folds)
+    beat = diff > se
+    name = "tau" if axis == "tau_epochs" else "lambda"
+    result.update({"rule_weight_decay": rule["weight_decay"], "rule_mean": rule["cv_mean"],
+                   "best_searched": best[axis], "best_weight_decay": best["weight_decay"],
+                   "difference": diff, "se": se, "fits": n, "beat": beat})
+    verdict = ("beat the rule's" if beat else "did not beat the rule's")
+    result["sentence"] = (
+        f"the best searched {name}, {best[axis]:g}, {verdict} {name} {value:g} beyond the "
+        f"paired band: {diff:+.4f} mIoU (paired SE {se:.4f} over {n} fits), for a search of "
+        f"{compute['epochs_run']} fit-epochs, {runs:.1f} runs of the final length")
+    return result
