@@ -16,7 +16,7 @@ import torch
 from segdecay.config import TrainConfig
 from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segdecay.decay.defaults import optimizer_defaults
+from segdecay.decay.defaults import optimizer_defaults, total_steps
 from segdecay.losses import WEIGHTED_LOSSES, class_pixel_counts
 
 RARE_FRACTION = 0.05  # a class under 5% of the labelled training pixels is rare
@@ -112,8 +112,8 @@ def _eval_cadence(config: TrainConfig, n: int, batch_size: int,
     """Validate every ceil(epochs / 20) epochs: 10-20 validations in runs of 10+ epochs."""
     if config.eval_every is not None:
         return config
-    steps_per_epoch = max(1, n // batch_size)
-    epochs = math.ceil((config.steps or config.epochs * steps_per_epoch) / steps_per_epoch)
+    per_epoch = steps_per_epoch(n, batch_size)
+    epochs = math.ceil(total_steps(config, per_epoch) / per_epoch)
     every = max(1, math.ceil(epochs / VALIDATIONS))
     if every > 1:
         notes.append(f"validation every {every} epochs: {math.ceil(epochs / every)} of "
