@@ -392,7 +392,7 @@ def test_the_independent_recomputation_matches_hand_made_folds():
 def _tune_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
             "--grid", "0,0.1,1", "--folds", "2", "--epochs", "2", "--batch-size", "4",
-            "--pruner", "none", "--quiet", *extra]
+            "--pruner", "none", "--quiet", "--no-rule-point", *extra]
 
 
 def _completed_per_lambda(tune_json: Path) -> dict[float, int]:
@@ -457,7 +457,8 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
     with postgres_server() as url:
         out_a, out_b = tmp_path / "a", tmp_path / "b"
         # the default race pruner, deciding from trials the other worker wrote
-        common = ["--storage", url, "--study", "shared", "--grid", "0,0.01,0.1,1,3,10",
+        common = ["--storage", url, "--study", "shared", "--no-rule-point",
+                  "--grid", "0,0.01,0.1,1,3,10",
                   "--pruner", "race"]
         procs = [subprocess.Popen(_tune_cmd(out, *common), env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
@@ -492,7 +493,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_study_still_chooses(tmp
     cmd = [sys.executable, "-m", "segdecay", "tune", "--data", TINY, "--out", str(out),
            "--grid", "0,0.01,100000", "--folds", "2", "--epochs", "2", "--batch-size", "4",
            "--optimizer", "sgd", "--lr", "0.05", "--decay-mode", "coupled",
-           "--pruner", "none", "--quiet"]
+           "--pruner", "none", "--quiet", "--no-rule-point"]
     subprocess.run(cmd, check=True, env=ENV, timeout=300)
     payload = json.loads((out / "tune.json").read_text())
     by_lambda = {t["weight_decay"]: t for t in payload["trials"]}
@@ -639,12 +640,12 @@ def test_race_in_a_tune_records_every_decision_and_drops_only_at_whole_fold_scor
     base = TrainConfig(data=TINY, epochs=4, batch_size=4)
     grid = sorted(LAMBDA_LOSS)
     EVAL_EVERY_SEEN.clear()
-    race = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="race"),
+    race = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="race", rule_point=False),
                     tmp_path / "race", quiet=True)
     # the race reads each fit's final score only: its fits validate once, at the end
     assert EVAL_EVERY_SEEN and set(EVAL_EVERY_SEEN) == {base.epochs}
     EVAL_EVERY_SEEN.clear()
-    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none"),
+    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none", rule_point=False),
                     tmp_path / "full", quiet=True)
     assert set(EVAL_EVERY_SEEN) == {1}  # per-epoch curves, as the pruning replay needs
     assert decisions and all(1 <= d.fits_done < 3 for d in decisions)
@@ -687,10 +688,11 @@ def test_screen_trains_short_runs_at_moved_lambdas_then_the_selection_at_full_bu
     monkeypatch.setattr(search, "train", _scripted_budget_train)
     base = TrainConfig(data=TINY, epochs=8, batch_size=4)
     grid = sorted(LAMBDA_LOSS)
-    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none"),
+    full = run_tune(base, TuneOptions(grid=grid, folds=3, seed=0, pruner="none", rule_point=False),
                     tmp_path / "full", quiet=True)
     SCREEN_SEEN.clear()
-    options = TuneOptions(grid=grid, folds=3, seed=0, pruner="screen", screen_fraction=0.25)
+    options = TuneOptions(grid=grid, folds=3, seed=0, pruner="screen", screen_fraction=0.25,
+                          rule_point=False)
     screened = run_tune(base, options, tmp_path / "screen", quiet=True)
     short = [(e, lam) for e, lam in SCREEN_SEEN if e == 2]
     assert len(short) == 15
@@ -788,8 +790,8 @@ def test_tau_grid_means_one_decay_strength_for_sgd_and_adamw(tmp_path, monkeypat
     for optimizer, lr, lam in (("sgd", 0.05, 1 / (5 * 2 * 0.05 / (1 - 0.9))),  # 0.2
                                ("adamw", 1e-3, 1 / (5 * 2 * 1e-3))):  # 100
         base = TrainConfig(data=TINY, epochs=2, batch_size=4, optimizer=optimizer, lr=lr)
-        payload = run_tune(base, TuneOptions(tau_grid=[5.0], folds=3, pruner="none"),
-                           tmp_path / optimizer, quiet=True)
+        options = TuneOptions(tau_grid=[5.0], folds=3, pruner="none", rule_point=False)
+        payload = run_tune(base, options, tmp_path / optimizer, quiet=True)
         assert payload["steps_per_epoch_of_fits"] == 2
         used = [v for (o, _), v in seen.items() if o == optimizer]
         assert len(used) == 3 and used == pytest.approx([lam] * 3)
@@ -817,7 +819,8 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
 
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", optimizer="sgd")
-    options = TuneOptions(grid=[1e-2], folds=folds, pruner="none", refit=True)
+    options = TuneOptions(grid=[1e-2], folds=folds, pruner="none", refit=True,
+                          rule_point=False)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
     assert payload["chosen"] == 1e-2 and payload["steps_per_epoch_of_fits"] == fold_steps
     timescale = payload["refit"]["timescale"]
@@ -841,7 +844,8 @@ def test_a_refit_with_decision_adjusted_is_scored_as_its_run_decides(tmp_path, m
 
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", decision="adjusted")
-    payload = run_tune(base, TuneOptions(grid=[1e-2], folds=2, pruner="none", refit=True),
+    payload = run_tune(base, TuneOptions(grid=[1e-2], folds=2, pruner="none", refit=True,
+                                                   rule_point=False),
                        tmp_path / "tune", quiet=True)
     refit = payload["refit"]
     decision = json.loads((Path(refit["run"]) / "decision.json").read_text())
@@ -873,6 +877,7 @@ def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkey
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", optimizer="sgd")
     options = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True, refit_lambda=rule,
+                          rule_point=False,
                           **budget)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
     refit = payload["refit"]
@@ -912,7 +917,7 @@ def test_compute_of_step_budget_fits_counts_the_epochs_they_run(tmp_path):
     from segdecay.studies.tune import TuneOptions, run_tune
 
     base = TrainConfig(data=TINY, steps=3, batch_size=4, device="cpu")
-    payload = run_tune(base, TuneOptions(grid=[0.0, 0.1], folds=2, pruner="none"),
+    payload = run_tune(base, TuneOptions(grid=[0.0, 0.1], folds=2, pruner="none", rule_point=False),
                        tmp_path / "tune", quiet=True)
     assert payload["epochs_per_fit"] == 3 and payload["fit_epochs_per_trial"] == 6
     assert payload["compute"]["epochs_run"] == 12
@@ -937,7 +942,7 @@ def test_a_refit_of_another_recipe_goes_beside_the_kept_one(tmp_path, monkeypatc
     real_train = refit_module.train
     monkeypatch.setattr(refit_module, "train", counted)
     base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu")
-    short = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True)
+    short = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True, rule_point=False)
     longer = replace(short, refit_epochs=3)
     out = tmp_path / "tune"
     first = run_tune(base, short, out, quiet=True)["refit"]
@@ -984,9 +989,102 @@ def test_rule_check_pairs_the_best_searched_lambda_with_the_rule_by_hand() -> No
     assert result["se"] == pytest.approx(math.sqrt(1 / 9000))
     assert result["beat"] and result["best_searched"] == 5.0
     assert "beat the rule's lambda 50 beyond the paired band: +0.0233" in result["sentence"]
-    assert "9.0 runs of the final length" in result["sentence"]
+    assert "90 fit-epochs, 9.0 fits of the study's length" in result["sentence"]
     close = _rule_row(1, 5.0, [0.52, 0.51, 0.55])  # 0.02, -0.01, 0.01: mean 0.0067
     result = rule_check(choice, [rule, close], 50.0, "weight_decay", 3, compute, 10)
     assert not result["beat"]
     assert result["se"] == pytest.approx(math.sqrt(5 / 6 * 7 / 30000))
     assert "did not beat the rule's lambda 50" in result["sentence"]
+
+
+RULE_LOSS = {0.0: 0.004, 1e-3: 0.0, 1e-2: 0.002}
+
+
+def _scripted_rule_train(config, out, *, data, log, on_epoch, checkpoints):
+    """As _scripted_train over RULE_LOSS, with the rule's lambda (100 on TINY, below) at
+    the loss RULE_LOSS_AT_RULE["loss"] and any lambda a random search draws at 0.01."""
+    f = int(Path(out).name.split("f")[-1])
+    lam = config.weight_decay
+    loss = RULE_LOSS_AT_RULE["loss"] if lam == 100.0 else RULE_LOSS.get(lam, 0.01)
+    score = FOLD_LEVEL[f] - loss
+    for epoch in range(1, config.epochs + 1):
+        on_epoch({"epoch": epoch, "val_miou": score})
+    return {"status": "completed", "final_val_miou": score, "final_train_miou": score + 0.1,
+            "weight_norm": 1.0}
+
+
+RULE_LOSS_AT_RULE = {"loss": 0.0}
+
+
+@pytest.mark.parametrize("rule_loss, beat", [(0.05, True), (-0.01, False)])
+def test_a_grid_tune_scores_the_rules_lambda_and_says_whether_the_search_beat_it(
+        tmp_path, monkeypatch, rule_loss, beat):
+    """TINY's 3-fold fits train on 8 images in batches of 4: 2 steps an epoch, 16 steps in 8
+    epochs; the rule's tau is max(16/2, 2, 10) = 10 steps, so AdamW's lambda is
+    1/(1e-3 x 10) = 100, a grid point of its own beside the searched three. Every fold's
+    difference from the best searched lambda (1e-3) is exactly rule_loss."""
+    import segdecay.studies.tune.search as search
+    from segdecay.studies.tune import run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_rule_train)
+    monkeypatch.setitem(RULE_LOSS_AT_RULE, "loss", rule_loss)
+    base = TrainConfig(data=TINY, epochs=8, batch_size=4)
+    payload = run_tune(base, TuneOptions(grid=sorted(RULE_LOSS), folds=3, pruner="none"),
+                       tmp_path / "tune", quiet=True)
+    lams = sorted(t["weight_decay"] for t in payload["trials"])
+    assert lams == [0.0, 1e-3, 1e-2, 100.0]
+    check = payload["rule_check"]
+    assert check["value"] == 100.0 and check["beat"] is beat
+    if beat:
+        assert check["best_searched"] == 1e-3
+        assert check["difference"] == pytest.approx(0.05) and check["se"] == pytest.approx(0)
+        assert ("the best searched lambda, 0.001, beat the rule's lambda 100 beyond the "
+                "paired band: +0.0500 mIoU") in check["sentence"]
+        assert "96 fit-epochs, 12.0 fits" in check["sentence"]  # 4 points x 3 folds x 8
+    else:
+        assert check["difference"] == pytest.approx(-0.01)
+        assert "did not beat the rule's lambda 100" in check["sentence"]
+    report = (tmp_path / "tune" / "report.html").read_text()
+    assert "Check on the default rule: the best searched lambda, 0.001" in report
+
+
+def test_a_random_search_runs_the_rules_lambda_first_and_once(tmp_path, monkeypatch):
+    """The rule's trial is enqueued before the search's own two (outside the searched range,
+    as a check should be), and a rerun of the finished study adds none."""
+    import segdecay.studies.tune.search as search
+    from segdecay.studies.tune import run_tune
+
+    monkeypatch.setattr(search, "train", _scripted_rule_train)
+    base = TrainConfig(data=TINY, epochs=8, batch_size=4)
+    options = TuneOptions(search="random", range=(1e-4, 1e-2), trials=2, folds=3,
+                          pruner="none")
+    payload = run_tune(base, options, tmp_path / "tune", quiet=True)
+    numbers = {t["number"]: t["weight_decay"] for t in payload["trials"]}
+    assert len(numbers) == 3 and numbers[0] == 100.0
+    assert all(1e-4 <= numbers[n] <= 1e-2 for n in (1, 2))
+    again = run_tune(base, options, tmp_path / "tune", quiet=True)
+    assert len(again["trials"]) == 3 and "rule_check" in again
+
+
+def test_the_screen_always_promotes_the_rules_point_to_the_full_budget():
+    """lambda.min 1e-3 and the paired choice 1e-2 go on as before; the rule's 100, far below
+    them on the screen, goes on too, so the check is made at the full budget."""
+    from segdecay.studies.tune.screen import promoted
+
+    rows = [_rule_row(0, 0.0, [0.50, 0.52, 0.54]), _rule_row(1, 1e-3, [0.56, 0.57, 0.58]),
+            _rule_row(2, 1e-2, [0.555, 0.565, 0.575]), _rule_row(3, 100.0, [0.3, 0.3, 0.3])]
+    options = TuneOptions(grid=[0.0, 1e-3, 1e-2, 100.0], folds=3)
+    assert promoted(rows, options)["values"] == [1e-3, 1e-2]
+    assert promoted(rows, options, 100.0)["values"] == [1e-3, 1e-2, 100.0]
+
+
+def test_the_rules_trial_takes_the_rules_lr_only_where_it_is_a_searched_choice():
+    from segdecay.studies.tune.rule import rule_params
+
+    base = TrainConfig(lr=1e-3)
+    assert rule_params(base, TuneOptions(search="tpe", lr_grid=[1e-3, 1e-2]), 5.0) == {
+        "weight_decay": 5.0, "lr": 1e-3}
+    assert rule_params(base, TuneOptions(search="tpe", lr_grid=[1e-2, 3e-2]), 5.0) == {
+        "weight_decay": 5.0}
+    assert rule_params(base, TuneOptions(tau_grid=[1.0], modes=["coupled", "decoupled"]),
+                       2.0) == {"tau_epochs": 2.0, "decay_mode": "coupled"}

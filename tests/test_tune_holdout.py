@@ -76,7 +76,8 @@ def test_holdout_tune_scores_are_plain_training_runs_on_val(tmp_path):
     carved-out val split, follow the seed), so the repeats differ in training only."""
     base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", seed=5,
                        optimizer="adamw", lr=3e-3)
-    options = TuneOptions(grid=[0.1], folds=1, holdout=True, repeats=2, pruner="none")
+    options = TuneOptions(grid=[0.1], folds=1, holdout=True, repeats=2, pruner="none",
+                          rule_point=False)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
     assert payload["holdout"] and payload["folds"] == 1
     assert payload["design"] == "holdout on the val split x 2 seed(s)"

@@ -99,7 +99,8 @@ def test_tune_over_lambda_loss_and_class_weights_reports_each_part(tmp_path: Pat
     out = tmp_path / "tune"
     rc = main(["tune", "--data", TINY, "--out", str(out), "--grid", "0,1e-3",
                "--loss-grid", "ce,dice", "--class-weights-grid", "none,median", "--folds", "2",
-               "--pruner", "none", "--epochs", "1", "--batch-size", "4", "--quiet"])
+               "--pruner", "none", "--epochs", "1", "--batch-size", "4", "--quiet",
+               "--no-rule-point"])
     assert rc == 0
     payload = json.loads((out / "tune.json").read_text())
     trials = payload["trials"]

@@ -70,6 +70,10 @@ def add_parser(sub) -> None:
     s.add_argument("--refit-lambda", default="transfer", choices=list(REFIT_LAMBDAS),
                    help="at a longer refit budget, transfer: scale lambda so tau stays the same "
                    "fraction of the run; same: keep the CV's lambda [default: transfer]")
+    s.add_argument("--rule-point", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the lambda of segdecay's default rule (tau half the fits' "
+                   "run) on the same fits, and say whether any searched lambda beat it beyond "
+                   "the paired band, by how much, at what compute [default: on]")
     w = p.add_argument_group("study storage and workers")
     w.add_argument("--storage", metavar="URL",
                    help="sqlite:///FILE | journal:FILE | postgresql://USER:PASS@HOST/DB "
@@ -112,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         refit_steps=args.refit_steps, refit_epochs=args.refit_epochs,
         refit_size=list(parse_size(args.refit_size, "--refit-size") or []) or None,
         refit_lambda=args.refit_lambda, heartbeat=args.heartbeat,
+        rule_point=args.rule_point,
     )
     config = config_from_args(args)
     options.seed = config.seed  # fold assignment follows --seed too

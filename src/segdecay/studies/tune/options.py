@@ -53,6 +53,7 @@ class TuneOptions:
     refit_lambda: str = "transfer"  # transfer: hold tau / run length; same: the CV's lambda
     seed: int = 0
     heartbeat: int = 10
+    rule_point: bool = True  # score the default rule's lambda (or tau) beside the searched
 
 
 def design_words(options: TuneOptions) -> str:

@@ -153,6 +153,9 @@ def write_tune_report(run_dir: Path, payload: dict[str, Any]) -> Path:
         ev = payload.get("evidence", {})
         words = "".join(f"<p>{html.escape(ev[k])}</p>" for k in EVIDENCE_WORDS if ev.get(k))
         words += f"<p>{html.escape(s['paired_rule'])}.</p>"
+        if payload.get("rule_check"):
+            words += ("<p>Check on the default rule: "
+                      f"{html.escape(payload['rule_check']['sentence'])}.</p>")
     summary = html_table(["choice", "lambda", "CV mIoU", "SE"], choice_rows) + words + (
         f"<p>chosen ({payload.get('select', '-')}): {payload.get('chosen', '-')}; "
         f"{payload['design']}, pruner "

@@ -16,8 +16,29 @@ from segdecay.config import TrainConfig
 from segdecay.decay import default_decay_mode
 from segdecay.decay.defaults import ADAM_L2, default_tau_steps
 from segdecay.decay.timescale import lambda_for_tau
+from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import TuneOptions
+from segdecay.studies.tune.search import fit_steps_per_epoch
 from segdecay.studies.tune.selection import paired_difference
+
+
+def rule_of_study(base: TrainConfig, options: TuneOptions, data) -> float | None:
+    """The rule's point of this study (None with ``--no-rule-point``): its fits' steps per
+    epoch come from the same fold plan the workers build."""
+    if not options.rule_point:
+        return None
+    fits, _ = fold_plan(data, options)
+    return rule_point(base, options, fit_steps_per_epoch(fits, base.batch_size))
+
+
+def with_rule(options: TuneOptions, value: float | None) -> TuneOptions:
+    """The study's options with the rule's point searched: a grid point of its own, or one
+    more trial of a random or TPE search (enqueued first: :func:`rule_params`)."""
+    if value is None:
+        return options
+    if options.search == "grid":
+        return with_rule_point(options, value)
+    return replace(options, trials=options.trials + 1)
 
 
 def rule_point(base: TrainConfig, options: TuneOptions, steps_per_epoch: float) -> float:
@@ -61,9 +82,13 @@ def with_rule_point(options: TuneOptions, value: float) -> TuneOptions:
     return replace(options, grid=sorted({*options.grid, value}))
 
 
-def rule_params(options: TuneOptions, value: float) -> dict[str, float]:
-    """The parameters of the rule's trial, as a random or TPE search enqueues it."""
-    return {"tau_epochs" if options.tau_grid else "weight_decay": value}
+def rule_params(base: TrainConfig, options: TuneOptions, value: float) -> dict[str, Any]:
+    """The parameters of the rule's trial, as a random or TPE search enqueues it: the
+    rule's lambda at the rule's lr and decay mode where those are searched too."""
+    setting = rule_setting(base, options)
+    if setting.get("lr") not in (None, *(options.lr_grid or [])):
+        del setting["lr"]  # not a searched choice: the trial draws its lr like the others
+    return {"tau_epochs" if options.tau_grid else "weight_decay": value, **setting}
 
 
 def _same(a: float | None, b: float) -> bool:
@@ -72,13 +97,13 @@ def _same(a: float | None, b: float) -> bool:
 
 def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
                axis: str, folds: int, compute: dict[str, Any],
-               final_epochs: int, rule_setting: dict[str, Any] | None = None
+               fit_epochs: int, rule_setting: dict[str, Any] | None = None
                ) -> dict[str, Any]:
     """The best searched lambda against the rule's, paired fit by fit, in the chosen
     setting (loss, class weights) at the rule's lr and decay mode (``rule_setting``; the
     rule's lambda is theirs): the difference, its SE (Nadeau-Bengio corrected under CV,
-    plain over holdout seeds), and one sentence with the search's compute in runs of the
-    final length."""
+    plain over holdout seeds), and one sentence with the search's compute in fits of the
+    study's length (``fit_epochs`` each)."""
     setting = {k: choice[k] for k in ("lr", "decay_mode", "loss", "class_weights")}
     setting.update(rule_setting or {})
     same = [r for r in rows if r["duplicate_of"] is None
@@ -92,9 +117,9 @@ def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
     complete = [r for r in complete if r["folds_done"] == full and full > 0]
     rule = next((r for r in complete if _same(r[axis], value)), None)
     searched = [r for r in complete if r is not rule]
-    runs = compute["epochs_run"] / max(1, final_epochs)
+    runs = compute["epochs_run"] / max(1, fit_epochs)
     result: dict[str, Any] = {"axis": axis, "value": value, "search_fit_epochs":
-                              compute["epochs_run"], "search_runs": runs}
+                              compute["epochs_run"], "search_fits": runs}
     if rule is None or not searched:
         result["sentence"] = ("the rule's point did not finish every fit in the chosen "
                               "setting: no comparison with the search")
@@ -110,5 +135,5 @@ def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
     result["sentence"] = (
         f"the best searched {name}, {best[axis]:g}, {verdict} {name} {value:g} beyond the "
         f"paired band: {diff:+.4f} mIoU (paired SE {se:.4f} over {n} fits), for a search of "
-        f"{compute['epochs_run']} fit-epochs, {runs:.1f} runs of the final length")
+        f"{compute['epochs_run']} fit-epochs, {runs:.1f} fits of the study's length")
     return result

@@ -50,8 +50,10 @@ def grid_values(options: TuneOptions) -> list[float]:
     return sorted(options.tau_grid or options.grid)
 
 
-def promoted(rows: list[dict[str, Any]], options: TuneOptions) -> dict[str, Any]:
-    """Which grid points go on to the full budget, read from the screen's trial rows.
+def promoted(rows: list[dict[str, Any]], options: TuneOptions,
+             rule: float | None = None) -> dict[str, Any]:
+    """Which grid points go on to the full budget, read from the screen's trial rows; the
+    default rule's point (``rule``) always, so the search is checked against it there.
 
     Returns the best setting (lr, decay mode, loss, class weights), the promoted values of
     the decay axis (taus or lambdas, as searched) and the screen's selection."""
@@ -66,6 +68,8 @@ def promoted(rows: list[dict[str, Any]], options: TuneOptions) -> dict[str, Any]
     picks = {value_of[choice["lambda_min"]], value_of[choice[SELECT_KEYS[options.select]]]}
     if len(picks) == 1:
         picks |= _neighbour(next(iter(picks)), grid_values(options), axis)
+    if rule is not None:
+        picks.add(rule)
     return {"setting": dict(zip(SETTING, best, strict=True)), "axis": axis,
             "values": sorted(picks), "selection": choice}
 

@@ -25,6 +25,7 @@ from segdecay.studies.tune.options import design_words
 from segdecay.studies.tune.recipe import part_gains, parts_lines, searched_parts
 from segdecay.studies.tune.refit import refit
 from segdecay.studies.tune.report import write_tune_report
+from segdecay.studies.tune.rule import rule_check, rule_setting
 from segdecay.studies.tune.search import trial_decay
 from segdecay.studies.tune.selection import (
     PairedPoint,
@@ -176,7 +177,8 @@ def _judge(choice: dict[str, Any], options, facts: dict[str, Any],
 
 
 def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds: float,
-                    say, screen: dict[str, Any] | None = None) -> dict[str, Any]:
+                    say, screen: dict[str, Any] | None = None,
+                    rule: float | None = None) -> dict[str, Any]:
     """Write tune.json, trials.csv, report.html (and refit when asked); return tune.json.
 
     After ``--pruner screen``, ``options`` are the full-budget study's and ``screen`` what
@@ -242,6 +244,11 @@ def summarize_study(base: TrainConfig, options, run_dir: Path, url: str, seconds
         for key in EVIDENCE_WORDS:
             if payload["evidence"].get(key):
                 say(payload["evidence"][key])
+        if rule is not None:
+            payload["rule_check"] = rule_check(
+                choice, rows, rule, "tau_epochs" if options.tau_grid else "weight_decay",
+                options.folds, payload["compute"], max(per_fit), rule_setting(base, options))
+            say(f"check on the default rule: {payload['rule_check']['sentence']}")
         if options.refit:
             payload["refit"] = refit(base, choice, chosen, options, run_dir, say,
                                      study.user_attrs.get("steps_per_epoch"))
