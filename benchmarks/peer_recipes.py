@@ -57,7 +57,7 @@ from torch import nn
 from segdecay.config import TrainConfig, load_config, parse_size
 from segdecay.data import load_dataset
 from segdecay.data.base import IGNORE_INDEX, SegSplit
-from segdecay.decision import DecisionSweep, choose_tau, log_prior
+from segdecay.decision import DecisionSweep, choose_tau_on_evidence, log_prior
 from segdecay.fileio import atomic_write_text
 from segdecay.losses import class_pixel_counts
 from segdecay.runs import evaluate_run
@@ -209,8 +209,9 @@ def score_split(model: nn.Module, split: SegSplit, k: int, protocol: Protocol,
 
 def score_test(model: nn.Module, data, protocol: Protocol) -> dict:
     """The peer's test scores (argmax), and in ``adjusted`` what segdecay's ``--decision
-    adjusted`` would make of this model: t chosen on val
-    (:func:`segdecay.decision.choose_tau`), the same test pass scored with it. The peer's
+    adjusted`` would make of this model: t chosen on val (as
+    :func:`segdecay.decision.choose_tau_on_evidence` does), the same test pass scored with
+    it. The peer's
     own row stays plain argmax; this only says how much of a segdecay row's gain the
     decision rule alone would give any model."""
     k = data.info.num_classes
@@ -219,7 +220,7 @@ def score_test(model: nn.Module, data, protocol: Protocol) -> dict:
     result = score_split(model, data.test, k, protocol, test)
     score_split(model, data.val, k, protocol, val)
     mious = val.mious()
-    tau = choose_tau(mious)
+    tau = choose_tau_on_evidence(mious, val.per_image(), val.taus)["tau"]
     chosen = test.result(tau)
     return {**result, "adjusted": {
         "tau": tau, "val_miou": mious[tau], "val_miou_argmax": mious[0.0],

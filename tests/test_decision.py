@@ -22,8 +22,11 @@ from segdecay.decision import (
     DecisionSweep,
     apply_bias,
     choose_tau,
+    choose_tau_on_evidence,
     log_prior,
     logit_bias,
+    miou_of_counts,
+    per_image_counts,
 )
 from segdecay.errors import UserError
 from segdecay.metrics import SegmentationMetrics
@@ -84,6 +87,59 @@ def test_the_sweep_counts_each_t_as_an_independent_argmax_of_the_shifted_logits(
     assert sweep.mious()[0.0] == plain.compute()["miou"]
 
 
+def test_per_image_counts_are_each_images_own_confusion_matrix():
+    torch.manual_seed(1)
+    pred = torch.randint(0, 3, (3, 6, 5))
+    target = torch.randint(0, 3, (3, 6, 5))
+    target[1, :2] = IGNORE_INDEX
+    counts = per_image_counts(pred, target, 3, IGNORE_INDEX)
+    for i in range(3):
+        reference = SegmentationMetrics(3, IGNORE_INDEX)
+        reference.update(pred[i:i + 1], target[i:i + 1])
+        cm = torch.tensor(reference.compute()["confusion"])
+        assert counts[i].tolist() == [cm.diag().tolist(), cm.sum(0).tolist(), cm.sum(1).tolist()]
+
+
+def _images(gains: list[float]) -> np.ndarray:
+    """Binary images of 100 pixels, half foreground: at t = 0 each finds 25 of its 50
+    foreground pixels (no false positives); at t = 0.5 it finds 25 + 50·gain more."""
+    rows = []
+    for g in gains:
+        rows.append([[[50, 25], [75, 25], [50, 50]],
+                     [[50, 25 + round(50 * g)], [50 - round(50 * g) + 25, 25 + round(50 * g)],
+                      [50, 50]]])
+    return np.array(rows)  # [n, T = (0, 0.5), 3, C]
+
+
+def test_a_val_gain_is_kept_only_beyond_one_bootstrap_se_over_the_images():
+    """Each image: background IoU 50/75, foreground 25/50 at t = 0. A gain every image
+    shares has a bootstrap SE of 0 and is kept; a gain that one image of ten carries against
+    small losses on the others is within its SE, and argmax is kept instead."""
+    shared = _images([0.2] * 10)
+    mious = {0.0: float(miou_of_counts(shared.sum(0)[0])),
+             0.5: float(miou_of_counts(shared.sum(0)[1]))}
+    # t = 0: (50/75 + 25/50) / 2; t = 0.5: (50/65 + 35/50) / 2, by hand
+    assert mious[0.0] == pytest.approx((50 / 75 + 0.5) / 2)
+    assert mious[0.5] == pytest.approx((50 / 65 + 0.7) / 2)
+    chosen = choose_tau_on_evidence(mious, shared, (0.0, 0.5))
+    assert chosen["tau"] == 0.5 and chosen["se"] == pytest.approx(0, abs=1e-12)
+    lone = _images([0.5] + [-0.02] * 9)  # +25 found on one, -1 on the nine others
+    mious = {t: float(miou_of_counts(lone.sum(0)[i])) for i, t in enumerate((0.0, 0.5))}
+    chosen = choose_tau_on_evidence(mious, lone, (0.0, 0.5))
+    assert chosen["best_tau"] == 0.5 and chosen["tau"] == 0.0
+    assert 0 < chosen["gain"] < chosen["se"]
+    # the SE against the plain bootstrap written out: resample images, pool, mIoU, sd
+    rng = np.random.default_rng(0)
+    weights = rng.multinomial(10, [0.1] * 10, size=1000)
+    diffs = []
+    for w in weights:
+        pooled = (lone * w[:, None, None, None]).sum(0)
+        ious = [[pooled[t, 0, c] / (pooled[t, 1, c] + pooled[t, 2, c] - pooled[t, 0, c])
+                 for c in (0, 1)] for t in (0, 1)]
+        diffs.append(np.mean(ious[1]) - np.mean(ious[0]))
+    assert chosen["se"] == pytest.approx(np.std(diffs, ddof=1))
+
+
 def test_decision_is_a_checked_choice_of_the_config():
     assert TrainConfig().decision is None  # decided from the data: adjusted where val exists
     with pytest.raises(UserError, match="decision"):
@@ -114,7 +170,12 @@ def test_a_run_chooses_t_on_val_as_the_sweep_does_by_hand(adjusted_run: Path):
         result, _ = evaluate_split(model, data.val, meta["num_classes"], config, dev,
                                    logit_bias=bias)
         by_hand[t] = result["miou"]
-    assert decision["tau"] == choose_tau(by_hand)
+    best = choose_tau(by_hand)
+    assert decision["best_val_tau"] == best
+    assert decision["val_gain"] == pytest.approx(by_hand[best] - by_hand[0.0])
+    kept = best == 0.0 or decision["val_gain"] > decision["val_gain_se"]
+    assert decision["tau"] == (best if kept else 0.0)
+    assert decision["val_images"] == len(data.val)
     assert decision["val_miou"] == pytest.approx(by_hand[decision["tau"]])
     assert decision["val_miou_argmax"] == pytest.approx(by_hand[0.0])
     assert decision["val_miou_argmax"] == pytest.approx(summary["final_val_miou"])

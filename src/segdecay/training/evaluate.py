@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ from segdecay.decision import (
     TAUS,
     DecisionSweep,
     apply_bias,
-    choose_tau,
+    choose_tau_on_evidence,
     log_prior,
     logit_bias,
 )
@@ -121,8 +122,10 @@ def choose_decision(
     """How the run decides pixels, chosen on val from one pass per test-time augmentation:
     the t of argmax(logit - t·log prior) under ``--decision adjusted`` (0 under argmax;
     :mod:`segdecay.decision`) and, under ``--tta auto``, whether the augmentation group
-    beats the plain pass. The highest val mIoU wins; ties go to fewer passes, then the
-    smaller |t|. None when there is nothing to choose (argmax and no test-time augmentation)."""
+    beats the plain pass. Per group, the best t is kept only if its val gain over argmax
+    exceeds one bootstrap SE over the val images (:func:`choose_tau_on_evidence`); the group
+    with the higher val mIoU at its t wins, a tie going to fewer passes. None when there is
+    nothing to choose (argmax and no test-time augmentation)."""
     ctx = dist or distributed.DistContext()
     taus = TAUS if config.decision == "adjusted" else (0.0,)
     groups = tta_candidates(config)
@@ -130,6 +133,7 @@ def choose_decision(
         return None
     prior = log_prior(class_pixel_counts(train_masks, num_classes, IGNORE_INDEX).pixels.tolist())
     scores: dict[str, dict[float, float]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
     for group in groups:
         sweep = DecisionSweep(prior, IGNORE_INDEX, taus)
         evaluate_split(model, val, num_classes, config, device, dist=ctx, tta=group,
@@ -138,13 +142,17 @@ def choose_decision(
             for metrics in sweep.metrics.values():
                 ctx.all_reduce_sum(metrics.confusion)
         scores[group] = sweep.mious()
-    best_tau = {g: choose_tau(scores[g]) for g in groups}
+        per_image = np.concatenate(ctx.gather(sweep.per_image()))
+        chosen[group] = choose_tau_on_evidence(scores[group], per_image, taus)
+    best_tau = {g: chosen[g]["tau"] for g in groups}
     group = max(groups, key=lambda g: (scores[g][best_tau[g]], -groups.index(g)))
     tau = best_tau[group]
     return {"rule": config.decision, "tau": tau, "tta": group,
             "tta_passes": len(TTA_GROUPS[group]), "chosen_on": "val",
             "val_miou": scores[group][tau], "val_miou_argmax": scores["none"][0.0]
             if "none" in scores else scores[group][0.0],
+            "best_val_tau": chosen[group]["best_tau"], "val_gain": chosen[group]["gain"],
+            "val_gain_se": chosen[group]["se"], "val_images": chosen[group]["images"],
             "val_miou_by_tta": {g: scores[g][best_tau[g]] for g in groups},
             "val_miou_by_tau": {f"{t:g}": v for t, v in scores[group].items()},
             "log_prior": prior, "logit_bias": logit_bias(tau, prior)}
