@@ -1,7 +1,8 @@
 """Same commands, same numbers: run a short train, tune and compare on two source trees, diff.
 
-A refactor must not change what segdecay computes. This script runs three fixed-seed CPU
-commands (a synthetic ``train``, a 2-lambda ``tune`` with refit and a 2-variant ``compare``)
+A refactor must not change what segdecay computes. This script runs fixed-seed CPU commands
+(a synthetic ``train``; ``tune`` over a lambda grid with refit, a tau grid under the race, a
+screen and a holdout; a 2-variant ``compare``)
 once with the sources of a git revision (``--ref``, checked out into a temporary worktree)
 and once with this checkout's sources, in one invocation on one machine, and compares every
 number of ``summary.json``, ``metrics.csv``, ``tune.json``, ``trials.csv``, ``compare.json``
@@ -30,6 +31,12 @@ COMMANDS = {
     "train": ["train", "--epochs", "3", "--seed", "1", "--weight-decay", "1e-3"],
     "tune": ["tune", "--grid", "0,1e-2", "--folds", "2", "--epochs", "2", "--pruner", "none",
              "--refit"],
+    "tune-tau": ["tune", "--tau-grid", "1,4", "--folds", "2", "--epochs", "2", "--pruner",
+                 "race"],
+    "tune-screen": ["tune", "--grid", "0,1e-3,1e-2", "--folds", "2", "--epochs", "4",
+                    "--pruner", "screen"],
+    "tune-holdout": ["tune", "--grid", "0,1e-2", "--holdout", "--repeats", "2", "--epochs",
+                     "2", "--pruner", "none"],
     "compare": ["compare", "--variant", "no-decay: --weight-decay 0",
                 "--variant", "l2: --weight-decay 1e-2", "--seeds", "1", "--epochs", "2"],
 }

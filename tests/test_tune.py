@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 import pytest
 import scipy.stats
+import torch
 
 from segdecay.config import TrainConfig
 from segdecay.errors import UserError
@@ -35,6 +36,7 @@ from segdecay.studies.tune.selection import (
     summarize,
 )
 from segdecay.studies.tune.storage import redact, resolve_storage_url
+from segdecay.studies.tune.trials import TrialRow
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import PASSWORD, postgres_server  # noqa: E402
@@ -403,23 +405,50 @@ def _completed_per_lambda(tune_json: Path) -> dict[float, int]:
     return counts
 
 
+def _assert_refit_score_is_its_weights(run: Path, refit: dict) -> None:
+    """The refit's test mIoU is its final weights' on the test images, with the run's own
+    logit bias, scored by torchmetrics (the tune ran with --tta none, checked, so the plain
+    forward below is what the run does)."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    from segdecay.data import load_dataset_for
+    from segdecay.inference import normalized_input
+    from segdecay.runs.folder import load_run
+
+    decision = json.loads((run / "decision.json").read_text())
+    assert decision["tta"] == "none"
+    config, meta, model, _ = load_run(run, "last", "cpu")
+    assert config.weight_decay == refit["weight_decay"]
+    test = load_dataset_for(config).test
+    images, masks = torch.stack(list(test.images)), torch.stack(list(test.masks)).long()
+    with torch.no_grad():
+        logits = model(normalized_input(images, None, config.input_mean, config.input_std))
+    pred = (logits + torch.tensor(decision["logit_bias"]).view(1, -1, 1, 1)).argmax(1)
+    k = meta["num_classes"]
+    per_class = MulticlassJaccardIndex(num_classes=k, average=None, ignore_index=255)(pred, masks)
+    valid = masks != 255
+    # a class neither labelled nor predicted has no IoU (torchmetrics reports it as 0)
+    present = [bool((((pred == c) | (masks == c)) & valid).any()) for c in range(k)]
+    assert refit["miou"] == pytest.approx(float(per_class[present].mean()), abs=1e-6)
+
+
 def test_tune_writes_outputs_and_rerun_repeats_nothing(tmp_path):
     out = tmp_path / "tune"
-    subprocess.run(_tune_cmd(out, "--refit", "--pruner", "median"), check=True, env=ENV,
-                   timeout=300)
+    cmd = _tune_cmd(out, "--refit", "--pruner", "median", "--tta", "none")
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
     payload = json.loads((out / "tune.json").read_text())
-    assert {payload["lambda_min"], payload["lambda_1se"]} <= {0.0, 0.1, 1.0}
     _assert_choice_is_recomputed(payload)  # from the stored fold scores, independently
     assert payload["chosen"] == payload["lambda_1se"]
-    assert payload["refit"]["split"] == "test" and 0 <= payload["refit"]["miou"] <= 1
+    refit = payload["refit"]
+    assert refit["split"] == "test" and refit["weight_decay"] == payload["chosen"]
+    _assert_refit_score_is_its_weights(Path(refit["run"]), refit)
     assert (out / "trials.csv").read_text().count("\n") == 1 + len(payload["trials"])
     html = (out / "report.html").read_text()
     for section in ("Cross-validated mIoU against lambda", "Train and validation mIoU",
                     "Compute saved by pruning", "optuna-dashboard"):
         assert section in html
     before = len(payload["trials"])
-    subprocess.run(_tune_cmd(out, "--refit", "--pruner", "median"), check=True, env=ENV,
-                   timeout=300)
+    subprocess.run(cmd, check=True, env=ENV, timeout=300)
     assert len(json.loads((out / "tune.json").read_text())["trials"]) == before
 
 
@@ -714,6 +743,18 @@ def test_screen_trains_short_runs_at_moved_lambdas_then_the_selection_at_full_bu
     assert SCREEN_SEEN == [] and again["chosen"] == screened["chosen"]
 
 
+def _trial_row(**given) -> TrialRow:
+    """A complete trial of the given fields, the others as a plain CE fit leaves them."""
+    scores = given.get("fold_scores", [])
+    row = {"number": 0, "state": "COMPLETE", "weight_decay": 0.0, "tau_epochs": None,
+           "lr": 0.05, "decay_mode": None, "loss": "ce", "class_weights": "none",
+           "cv_mean": sum(scores) / len(scores) if scores else math.nan, "cv_se": 0.0,
+           "folds_done": len(scores), "fold_scores": scores, "train_miou": None,
+           "weight_norm": None, "epochs_run": 0, "pruned": False, "duplicate_of": None,
+           "skipped": None, "failure": None}
+    return TrialRow(**{**row, **given})
+
+
 def test_screen_promotes_a_neighbour_when_min_and_choice_coincide():
     """One lambda named by both rules brings the next larger one along (the next smaller at
     the grid's strong end; for a tau grid, stronger is the next shorter tau)."""
@@ -721,10 +762,8 @@ def test_screen_promotes_a_neighbour_when_min_and_choice_coincide():
     from segdecay.studies.tune.screen import promoted
 
     def rows(scores):
-        return [{"state": "COMPLETE", "duplicate_of": None, "skipped": None, "folds_done": 3,
-                 "weight_decay": lam, "tau_epochs": 1 / lam if lam else None,
-                 "fold_scores": s, "lr": 0.1, "decay_mode": None, "loss": "ce",
-                 "class_weights": "none", "epochs_run": 6} for lam, s in scores.items()]
+        return [_trial_row(weight_decay=lam, tau_epochs=1 / lam if lam else None,
+                           fold_scores=s, lr=0.1, epochs_run=6) for lam, s in scores.items()]
 
     # 1e-2 is best on every fold by 0.1: both rules name it alone
     clear = {1e-3: [0.5, 0.4, 0.3], 1e-2: [0.6, 0.5, 0.4], 1e-1: [0.5, 0.4, 0.3]}
@@ -960,11 +999,9 @@ def test_a_refit_of_another_recipe_goes_beside_the_kept_one(tmp_path, monkeypatc
 
 # ---------------------------------------------------------------- the default's rule as a point
 
-def _rule_row(number: int, lam: float, scores: list[float]) -> dict:
-    return {"number": number, "state": "COMPLETE", "duplicate_of": None,
-            "weight_decay": lam, "tau_epochs": None, "lr": 1e-3, "decay_mode": "decoupled",
-            "loss": "ce", "class_weights": "none", "folds_done": len(scores),
-            "fold_scores": scores, "cv_mean": sum(scores) / len(scores)}
+def _rule_row(number: int, lam: float, scores: list[float]) -> TrialRow:
+    return _trial_row(number=number, weight_decay=lam, lr=1e-3, decay_mode="decoupled",
+                      fold_scores=scores)
 
 
 def test_the_rule_point_is_half_the_fits_run_in_tau() -> None:

@@ -110,10 +110,13 @@ def test_holdout_refuses_folds_and_groups(tmp_path, capsys, extra, words):
 
 
 def test_holdout_flag_means_one_fold_and_folds_default_to_three():
-    import argparse
+    from segdecay.cli import build_parser
+    from segdecay.cli.tune import study_inputs
 
-    from segdecay.cli.tune import _folds
+    def folds(*argv: str) -> int:
+        return study_inputs(build_parser().parse_args(["tune", "--out", "t", *argv]))[1].folds
 
-    assert _folds(argparse.Namespace(holdout=True, folds=None)) == 1
-    assert _folds(argparse.Namespace(holdout=False, folds=None)) == 3
-    assert _folds(argparse.Namespace(holdout=False, folds=5)) == 5
+    assert folds("--holdout") == 1
+    assert folds() == 3
+    assert folds("--folds", "5") == 5
+    assert folds("--holdout", "--folds", "5") == 5  # kept, so validate() can name it

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,13 +17,19 @@ from segdecay.config import TrainConfig
 from segdecay.studies.tune.recipe import part_gains, parts_lines
 from segdecay.studies.tune.search import skip_reason
 from segdecay.studies.tune.selection import paired_difference
+from segdecay.studies.tune.trials import TrialRow
 
 TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
 
 
-def _row(lam: float, loss: str, scores: list[float], weights: str = "none") -> dict:
-    return {"weight_decay": lam, "lr": 0.05, "decay_mode": None, "loss": loss,
-            "class_weights": weights, "fold_scores": scores}
+def _row(lam: float, loss: str, scores: list[float], weights: str = "none") -> TrialRow:
+    """A complete trial of this recipe and these fold scores."""
+    return TrialRow(number=0, state="COMPLETE", weight_decay=lam, tau_epochs=None, lr=0.05,
+                    decay_mode=None, loss=loss, class_weights=weights,
+                    cv_mean=math.fsum(scores) / len(scores), cv_se=0.0,
+                    folds_done=len(scores), fold_scores=scores, train_miou=None,
+                    weight_norm=None, epochs_run=0, pruned=False, duplicate_of=None,
+                    skipped=None, failure=None)
 
 
 # chosen (1e-3, ce+dice) against lambda 0, against CE, and against both (the plain recipe)
@@ -64,14 +72,14 @@ def test_on_a_tau_grid_the_lr_part_keeps_tau_not_lambda() -> None:
     """A tau grid with an lr grid: lambda = 1/(tau x steps x lr_eff) differs per lr, so the
     lr part compares the chosen recipe with the base lr at the same tau (the CamVid lr tune
     of 2026-12-03 reported "not scored" when lambda was the key)."""
-    def row(tau: float, lr: float, scores: list[float]) -> dict:
+    def row(tau: float, lr: float, scores: list[float]) -> TrialRow:
         lam = 1 / (tau * 10 * lr)  # 10 steps per epoch, AdamW: lr_eff = lr
-        return {**_row(lam, "ce", scores), "lr": lr, "tau_epochs": tau}
+        return replace(_row(lam, "ce", scores), lr=lr, tau_epochs=tau)
 
     rows = [row(3, 1e-3, [0.30, 0.31, 0.12]), row(3, 2e-3, [0.28, 0.27, 0.09]),
             row(30, 1e-3, [0.29, 0.30, 0.10])]
     choice = {**CHOICE, "lr": 1e-3, "loss": "ce"}
-    gains = part_gains(rows, choice, rows[0]["weight_decay"], ["lr"], TrainConfig(lr=2e-3), 3)
+    gains = part_gains(rows, choice, rows[0].weight_decay, ["lr"], TrainConfig(lr=2e-3), 3)
     tau, lr, both = gains
     assert (tau["part"], tau["chosen"], tau["reference"]) == ("tau (epochs)", 3, 30)
     assert tau["mean_gain"] == pytest.approx((0.01 + 0.01 + 0.02) / 3)
@@ -79,7 +87,7 @@ def test_on_a_tau_grid_the_lr_part_keeps_tau_not_lambda() -> None:
     assert lr["mean_gain"] == pytest.approx((0.02 + 0.04 + 0.03) / 3)
     assert both["mean_gain"] is None  # tau 30 at lr 2e-3 was not trained
     # the base lr chosen: the line names what the other lr lost, paired
-    same = part_gains(rows, choice, rows[0]["weight_decay"], ["lr"], TrainConfig(lr=1e-3), 3)
+    same = part_gains(rows, choice, rows[0].weight_decay, ["lr"], TrainConfig(lr=1e-3), 3)
     runner = same[1]["runner_up"]
     assert runner["value"] == 2e-3 and runner["mean_gain"] == pytest.approx(0.03)
     assert parts_lines(same)[1].startswith(

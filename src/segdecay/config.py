@@ -2,9 +2,10 @@
 
 ``config.yaml`` in a run folder is this dataclass, fully resolved, so ``segdecay train
 --config RUN/config.yaml`` reruns it. Each field declares its help text and, where it has
-them, its choices (HfArgumentParser style): the CLI (:mod:`segdecay.options`), the YAML
-check and the modules that act on a choice all read them from here. Unknown keys, unknown
-choices and bad values fail with the file or option named.
+them, its choices (HfArgumentParser style, with :func:`option`, which the studies' options
+use too): the CLI (:mod:`segdecay.options`), the YAML check and the modules that act on a
+choice all read them from here. Unknown keys, unknown choices and bad values fail with
+the file or option named.
 """
 
 from __future__ import annotations
@@ -40,14 +41,38 @@ RUN_TTAS = ("run", "none", "flip", "d4")  # evaluate/predict --tta: the run's ow
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),
            factory: Any = None, flag: str | None = None, metavar: str | None = None,
-           repeatable: bool = False) -> Any:
-    """A TrainConfig field with its CLI help, choices, flag name, metavar, and whether the
-    flag is given once per value (``--decay-rule A=1 --decay-rule B=2``)."""
+           repeatable: bool = False, parse: Any = None, default_text: str | None = None,
+           switch: bool = False, group: str | None = None) -> Any:
+    """A dataclass field that is a command-line option, declared once with everything its
+    flag needs (:mod:`segdecay.options` builds the flag; TrainConfig's are YAML keys too).
+
+    ``flag``: the flag's name where it is not ``--field-name``; ``repeatable``: one value
+    per flag (``--decay-rule A=1 --decay-rule B=2``); ``parse(text, flag)``: the value from
+    the flag's text, errors naming the flag; ``default_text``: the help's ``[default: X]``
+    where the value does not say it (a default resolved later, or spelled otherwise on the
+    command line); ``switch``: a bool turned on by ``--flag`` alone (no ``--no-`` form);
+    ``group``: the help heading it is listed under, else the command's.
+    """
     metadata = {"help": help, "choices": tuple(choices), "flag": flag, "metavar": metavar,
-                "repeatable": repeatable}
+                "repeatable": repeatable, "parse": parse, "default_text": default_text,
+                "switch": switch, "group": group}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def internal(default: Any = dataclasses.MISSING, why: str = "", *, factory: Any = None) -> Any:
+    """A field of an options dataclass with no flag of its own: ``why`` says where its value
+    comes from (derived from other options, or set through the Python API only)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"internal": why})
+    return field(default=default, metadata={"internal": why})
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of an option field: its declared ``flag``, else ``--name``
+    with dashes (the one place flag names are made)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 @dataclass
@@ -168,9 +193,9 @@ class ValueType:
 
 
 @functools.cache
-def value_type(name: str) -> ValueType:
-    """The declared type of a TrainConfig field, from its annotation (not its text)."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+def value_type(name: str, cls: type = TrainConfig) -> ValueType:
+    """The declared type of a field of ``cls``, from its annotation (not its text)."""
+    hint = typing.get_type_hints(cls)[name]
     args = typing.get_args(hint)
     optional = type(None) in args
     if optional:
@@ -207,10 +232,15 @@ _NON_NEGATIVE = {"lr", "momentum", "warmup_epochs", "weight_decay", "l1", "dropo
 _FRACTIONS = {"ema"}  # fractions of the run
 
 
+# The source of values given as flags (or through the API, checked the same way): errors
+# name the option by its flag, not by a file's key.
+COMMAND_LINE = "command line"
+
+
 def _label(name: str, source: str) -> str:
     """How an error names the option: ``--batch-size`` or ``--config FILE: 'batch_size'``."""
-    if source == "command line":
-        return "--" + name.replace("_", "-")
+    if source == COMMAND_LINE:
+        return flag_of(TrainConfig.fields()[name])
     return f"{source}: '{name}'"
 
 

@@ -2,10 +2,11 @@
 compare | spectrum | demo``, one module per command, each with ``add_parser`` and ``run``.
 
 Options of ``train`` (and of tune and compare, which train) are generated from
-``TrainConfig`` (:mod:`segdecay.options`) so the CLI, the YAML files and the Python API never
-drift apart. Precedence: defaults < ``--config FILE`` < explicit options. User errors print
-one line and exit with code 2; a diverged run exits with 3; SIGINT and SIGTERM stop training
-after a checkpoint and exit with 130 and 143.
+``TrainConfig``, and each study's own from its options dataclass (:mod:`segdecay.options`),
+so the CLI, the YAML files and the Python API never drift apart. Precedence: defaults <
+``--config FILE`` < explicit options. User errors print one line and exit with code 2; a
+diverged run exits with 3; SIGINT and SIGTERM stop training after a checkpoint and exit
+with 130 and 143.
 """
 
 from __future__ import annotations

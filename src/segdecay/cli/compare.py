@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from segdecay.errors import UserError
-from segdecay.options import add_train_options, config_from_args
-from segdecay.studies.compare.variants import PRESETS
+from segdecay.options import add_options, add_train_options, config_from_args, options_from_args
+from segdecay.studies.compare.variants import PRESETS, CompareOptions
 
 
 def add_parser(sub) -> None:
@@ -26,39 +26,18 @@ def add_parser(sub) -> None:
                    "or class weights and losses at the same decay")
     p.add_argument("--from-tune", metavar="RUN",
                    help="use the lambda a finished segdecay tune chose as the preset strength")
-    p.add_argument("--seeds", default="3", help="a count (3) or a list (0,1,2) [default: 3]")
-    p.add_argument("--baseline", help="variant the others are compared with [default: first]")
-    p.add_argument("--retune-lr", metavar="LR1,LR2,...",
-                   help="re-tune the learning rate per variant over this grid (first seed)")
-    p.add_argument("--retune-epochs", type=int,
-                   help="epochs of each lr re-tuning run [default: epochs/3]")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes [default: 1]")
+    add_options(p, CompareOptions)
     p.add_argument("--config", help="YAML file of base train options")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
-    try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            seeds = list(range(int(text)))
-    except ValueError as exc:
-        raise UserError(f"--seeds '{text}': expected a count (3) or a list (0,1,2)") from exc
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UserError(f"--seeds '{text}': need at least one distinct seed >= 0")
-    return seeds
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the variants, train every (variant, seed), write the comparison."""
     from segdecay.data import load_dataset_for
-    from segdecay.studies.compare import CompareOptions, parse_variant, run_compare
+    from segdecay.studies.compare import parse_variant, run_compare
     from segdecay.studies.compare.variants import lambda_from_tune, load_variants, preset_variants
-    from segdecay.studies.tune import parse_grid
     from segdecay.training.defaults import resolve_defaults
 
     config = config_from_args(args)
@@ -73,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
         variants += preset_variants(args.preset, config, lam, data.info.num_classes)
     elif args.from_tune:
         raise UserError("--from-tune sets the strength of a --preset; give --preset too")
-    options = CompareOptions(
-        variants=variants, seeds=parse_seeds(args.seeds), baseline=args.baseline,
-        retune_lr=parse_grid(args.retune_lr, "--retune-lr") if args.retune_lr else None,
-        retune_epochs=args.retune_epochs, workers=args.workers)
+    options = options_from_args(CompareOptions, args, {"variants": variants})
     run_compare(config, options, Path(args.out), quiet=args.quiet, data=data)
     return 0

@@ -7,7 +7,13 @@ A new decay mode goes into ``config.DECAY_MODES``, ``optimizers.build_optimizer`
 """
 
 from segdecay.decay.groups import DecayRule, describe_split, param_groups
-from segdecay.decay.optimizers import SGDW, algorithm_name, build_optimizer, default_decay_mode
+from segdecay.decay.optimizers import (
+    SGDW,
+    algorithm_name,
+    build_optimizer,
+    default_decay_mode,
+    resolved_decay_mode,
+)
 from segdecay.decay.penalty import regularization_term, weight_norm
 from segdecay.decay.report import decay_report
 from segdecay.decay.schedules import build_scheduler, lr_factor
@@ -27,6 +33,7 @@ __all__ = [
     "lr_factor",
     "param_groups",
     "regularization_term",
+    "resolved_decay_mode",
     "tau_for_lambda",
     "weight_norm",
 ]

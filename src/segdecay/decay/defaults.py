@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from segdecay.config import TrainConfig
-from segdecay.decay.optimizers import default_decay_mode
+from segdecay.decay.optimizers import resolved_decay_mode
 from segdecay.decay.timescale import effective_lr
 
 SGD_LR = 0.05
@@ -68,7 +68,7 @@ def optimizer_defaults(config: TrainConfig, steps_per_epoch: int,
         notes.append(f"lr {lr:g}: the {scale}-scale default for {config.optimizer} (--lr)")
     lam = config.weight_decay
     if lam is None:
-        mode = config.decay_mode or default_decay_mode(config.optimizer)
+        mode = resolved_decay_mode(config.optimizer, config.decay_mode)
         steps = total_steps(config, steps_per_epoch)
         lam = default_weight_decay(config.optimizer, mode, lr, config.momentum, steps,
                                    steps_per_epoch)

@@ -69,6 +69,16 @@ def default_decay_mode(optimizer: str) -> str:
     return "decoupled" if optimizer == "adamw" else "coupled"
 
 
+def resolved_decay_mode(optimizer: str, *given: str | None) -> str:
+    """The decay mode ``optimizer`` trains with: the first mode given and set (a tune
+    trial's searched mode before its config's), else the optimizer's default. Every unset
+    mode is resolved here, so training, the default lambda and a tune cannot disagree."""
+    for mode in given:
+        if mode:
+            return mode
+    return default_decay_mode(optimizer)
+
+
 def algorithm_name(optimizer: str, decay_mode: str) -> str:
     """Plain name of what actually runs, written into every run folder."""
     base = "SGD (Nesterov)" if optimizer == "sgd-nesterov" else (
@@ -102,7 +112,7 @@ def build_optimizer(
     """
     if name not in OPTIMIZERS:
         raise UserError(f"--optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
-    mode = decay_mode or default_decay_mode(name)
+    mode = resolved_decay_mode(name, decay_mode)
     if mode not in DECAY_MODES:
         raise UserError(f"--decay-mode '{mode}': choose one of {', '.join(DECAY_MODES)}")
     if lr <= 0:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import TrainConfig, check_value
+from segdecay.config import COMMAND_LINE, TrainConfig, check_value
 from segdecay.data import load_dataset_for
 from segdecay.data.base import SegData
 from segdecay.decay import regularization_term, weight_norm
@@ -141,7 +141,7 @@ def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[s
 def _check_counts(config: TrainConfig) -> None:
     """The API path gets the CLI's range checks."""
     for name in TrainConfig.fields():
-        check_value(name, getattr(config, name), "command line")
+        check_value(name, getattr(config, name), COMMAND_LINE)
 
 
 def _check_out(out: Path, resume: bool) -> None:

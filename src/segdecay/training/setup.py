@@ -23,9 +23,9 @@ from segdecay.decay import (
     build_optimizer,
     build_scheduler,
     decay_report,
-    default_decay_mode,
     describe_split,
     param_groups,
+    resolved_decay_mode,
     weight_norm,
 )
 from segdecay.errors import UserError
@@ -188,7 +188,7 @@ def build_run(config: TrainConfig, out: Path, ctx: distributed.DistContext,
     initial_norm = weight_norm(p for p in model.parameters())
     if ctx.enabled:  # weights came from config.seed; dropout masks differ per rank
         torch.manual_seed(distributed.rank_seed(config.seed, ctx.rank))
-    mode = config.decay_mode or default_decay_mode(config.optimizer)
+    mode = resolved_decay_mode(config.optimizer, config.decay_mode)
     groups = param_groups(model, config.weight_decay, no_decay=config.no_decay,
                           rules=config.decay_rules)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, mode,

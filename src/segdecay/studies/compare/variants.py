@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdecay.config import CLASS_WEIGHTS, TrainConfig, from_dict, load_yaml
+from segdecay.config import CLASS_WEIGHTS, TrainConfig, from_dict, internal, load_yaml, option
 from segdecay.decay import effective_lr, param_groups
 from segdecay.errors import UserError
 from segdecay.models import build_model
-from segdecay.options import add_train_options
+from segdecay.options import add_train_options, parse_grid
 
 PRESETS = ("regularizers", "imbalance")
 DROPOUT = 0.2  # the regularizers preset's dropout probability
@@ -37,17 +37,42 @@ class Variant:
         return from_dict(self.options, f"--variant '{self.name}'", base)
 
 
+SEEDS = "3"  # --seeds when not given: a count, so seeds 0, 1, 2
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError as exc:
+        raise UserError(f"{flag} '{text}': expected a count (3) or a list (0,1,2)") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"{flag} '{text}': need at least one distinct seed >= 0")
+    return seeds
+
+
 @dataclass
 class CompareOptions:
-    """What to compare and how."""
+    """What to compare and how: each field but ``variants`` and ``per_image`` is a flag of
+    ``segdecay compare``, declared here with its help and default."""
 
-    variants: list[Variant]
-    seeds: list[int]
-    baseline: str | None = None
-    retune_lr: list[float] | None = None
-    retune_epochs: int | None = None
-    workers: int = 1
-    per_image: bool = True
+    variants: list[Variant] = internal(why="from --variant, --variants and --preset (read in "
+                                       "cli.compare.run: a preset needs the data)")
+    seeds: list[int] = option(help="a count (3) or a list (0,1,2)", default_text=SEEDS,
+                              factory=lambda: parse_seeds(SEEDS), parse=parse_seeds)
+    baseline: str | None = option(None, "variant the others are compared with",
+                                  default_text="first")
+    retune_lr: list[float] | None = option(None, "re-tune the learning rate per variant over "
+                                           "this grid (first seed)", metavar="LR1,LR2,...",
+                                           parse=parse_grid)
+    retune_epochs: int | None = option(None, "epochs of each lr re-tuning run",
+                                       default_text="epochs/3")
+    workers: int = option(1, "local worker processes")
+    per_image: bool = internal(True, "Python API only, and read by nothing: per-image "
+                               "scores are always taken")
 
 
 class _Raising(argparse.ArgumentParser):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from segdecay.config import internal, option
 from segdecay.data.base import SPLITS
 from segdecay.errors import UserError
 
@@ -16,23 +17,44 @@ LOWPASS_KINDS = ("ideal", "gaussian")
 CHECKPOINTS = ("best", "last")
 
 
+def parse_floats(text: str, flag: str) -> list[float]:
+    """``"0.1,0.2"`` as floats; a UserError naming ``flag`` otherwise."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise UserError(f"{flag} {text}: not a comma-separated list of numbers") from exc
+    if not values:
+        raise UserError(f"{flag} {text!r}: give at least one number")
+    return values
+
+
 @dataclass
 class SpectrumOptions:
-    """Everything that decides the numbers in spectrum.json (it is written there too)."""
+    """Everything that decides the numbers in spectrum.json (it is written there too). Each
+    field but ``bands`` is a flag of ``segdecay spectrum``, declared here with its help and
+    default (the field order is spectrum.json's)."""
 
-    data: str | None = None  # dataset spec; None: each run's own
-    split: str = "val"
-    checkpoint: str = "last"  # last: the weights decay acted on longest (best.pt if absent)
-    device: str = "auto"
-    cutoff: float = 0.25  # cycles/pixel: "low frequency" for kernels and predictions
-    lowpass: list[float] = field(default_factory=lambda: list(DEFAULT_LOWPASS))
-    lowpass_kind: str = "ideal"
-    noise_eps: float = 0.5  # RMS of the noise per input value, normalized-input units
-    bands: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_BANDS))
-    boundary_ratio: float = 0.02
-    kernel_fft: int = 32  # kernels are zero-padded to this size before the FFT
-    seed: int = 0
-    max_images: int | None = None
+    data: str | None = option(None, "dataset spec", default_text="the runs' own")
+    split: str = option("val", "split to score", choices=SPLITS)
+    checkpoint: str = option(  # last: the weights decay acted on longest
+        "last", "which weights (the other if missing)", choices=CHECKPOINTS)
+    device: str = option("auto", "auto | cpu | cuda")
+    cutoff: float = option(  # cycles/pixel: "low frequency" for kernels and predictions
+        0.25, "low/high split of kernel and prediction spectra", metavar="CYCLES_PER_PX")
+    lowpass: list[float] = option(help="low-pass cutoffs in cycles/px", metavar="C1,C2,...",
+                                  factory=lambda: list(DEFAULT_LOWPASS), parse=parse_floats)
+    lowpass_kind: str = option("ideal", "ideal (brick-wall) or gaussian low-pass",
+                               choices=LOWPASS_KINDS)
+    noise_eps: float = option(0.5, "RMS of the band noise per input value, in normalized-input "
+                              "units, the same in every band", metavar="RMS")
+    bands: dict[str, tuple[float, float]] = internal(
+        why="Python API only: the noise test's radial bands", factory=lambda: dict(DEFAULT_BANDS))
+    boundary_ratio: float = option(0.02, "boundary width as a fraction of the image diagonal",
+                                   metavar="R")
+    kernel_fft: int = option(32, "kernels are zero-padded to NxN before the FFT", metavar="N")
+    seed: int = option(0, "seed of the noise")
+    max_images: int | None = option(None, "score only the first N images of the split",
+                                    metavar="N")
 
     def validate(self) -> None:
         """One UserError naming the option for the first bad value."""
@@ -55,14 +77,3 @@ class SpectrumOptions:
             raise UserError(f"--max-images {self.max_images}: must be at least 1")
         if self.split not in SPLITS:
             raise UserError(f"--split {self.split}: use train, val or test")
-
-
-def parse_floats(text: str, option: str) -> list[float]:
-    """``"0.1,0.2"`` as floats; a UserError naming ``option`` otherwise."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise UserError(f"{option} {text}: not a comma-separated list of numbers") from exc
-    if not values:
-        raise UserError(f"{option} {text!r}: give at least one number")
-    return values

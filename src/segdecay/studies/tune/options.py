@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
-from segdecay.config import CLASS_WEIGHTS, DECAY_MODES, LOSSES
-from segdecay.decay import default_decay_mode
+from segdecay.config import (
+    CLASS_WEIGHTS,
+    DECAY_MODES,
+    LOSSES,
+    flag_of,
+    internal,
+    option,
+    parse_size,
+)
+from segdecay.decay import resolved_decay_mode
 from segdecay.decay.optimizers import SIGN_FLIP
 from segdecay.errors import UserError
+from segdecay.options import parse_grid
 
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("auto", "screen", "race", "none", "median", "hyperband", "wilcoxon")
@@ -22,38 +31,132 @@ SELECTIONS = ("1se", "1se-unpaired", "min")
 REFIT_LAMBDAS = ("transfer", "same")
 
 
+STORAGE = "study storage and workers"  # the help heading of where the study lives
+
+
+def parse_range(text: str, flag: str = "--range") -> tuple[float, float]:
+    """'1e-6:1e-1' -> (1e-6, 1e-1), a log-uniform range (so both ends must be > 0)."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise UserError(f"{flag} '{text}': expected LOW:HIGH, e.g. 1e-6:1e-1") from exc
+    if not 0 < lo < hi:
+        raise UserError(f"{flag} '{text}': need 0 < LOW < HIGH (log-uniform; use --grid to "
+                        "include lambda = 0)")
+    return lo, hi
+
+
+def parse_choices(text: str | None, flag: str = "") -> list[str] | None:
+    """'ce,ce+dice' -> ['ce', 'ce+dice'] (order kept, duplicates dropped); None passes.
+    Names are checked by :func:`validate`, which the Python API goes through too, so
+    ``flag`` (the flag, for errors) goes unused here."""
+    if not text:
+        return None
+    return list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+
+
+def parse_refit_size(text: str, flag: str) -> list[int] | None:
+    """'HxW' or 'S' -> [H, W]; 'native' -> None (the fits' own inputs)."""
+    size = parse_size(text, flag)
+    return list(size) if size else None
+
+
 @dataclass
 class TuneOptions:
-    """What to search, how to score it, where the study lives."""
+    """What to search, how to score it, where the study lives. Each field is a flag of
+    ``segdecay tune``, declared here with its help and default, except ``seed``;
+    :func:`derived_options` lists the values the command works out from other options."""
 
-    grid: list[float] | None = None
-    tau_grid: list[float] | None = None  # decay timescales in epochs, instead of a lambda grid
-    range: tuple[float, float] | None = None
-    search: str = "grid"
-    trials: int | None = None
-    lr_grid: list[float] | None = None
-    modes: list[str] | None = None
-    losses: list[str] | None = None  # data losses searched with lambda (the whole recipe)
-    weightings: list[str] | None = None  # class-weight schemes searched with lambda
-    folds: int = 3
-    group_by: str | None = None
-    repeats: int = 1
-    holdout: bool = False  # score every fit on the data's val split; folds = 1, repeats = seeds
-    pruner: str = "auto"  # screen for a grid, race for random/tpe (resolve_pruner)
-    screen_fraction: float = 0.3  # --pruner screen: the short rung's share of the budget
-    lambda_scale: float = 1.0  # set by the screen: its fits train lambda x this (tau moved)
-    storage: str | None = None
-    study: str = "segdecay"
-    workers: int = 1
-    select: str = "1se"
-    refit: bool = False
-    refit_steps: int | None = None  # tune short, train long: the refit's budget
-    refit_epochs: int | None = None
-    refit_size: list[int] | None = None  # tune at small inputs, refit at these (HxW)
-    refit_lambda: str = "transfer"  # transfer: hold tau / run length; same: the CV's lambda
-    seed: int = 0
-    heartbeat: int = 10
-    rule_point: bool = True  # score the default rule's lambda (or tau) beside the searched
+    grid: list[float] | None = option(None, "lambda grid, 0 allowed", metavar="L1,L2,...",
+                                      parse=parse_grid)
+    tau_grid: list[float] | None = option(  # decay timescales instead of a lambda grid
+        None, "grid of decay timescales tau in epochs of the CV fits, converted per optimizer "
+        "to lambda = 1/(tau x steps per epoch x effective lr), so one grid means one "
+        "strength for SGD, SGDW, Adam+L2 and AdamW", metavar="T1,T2,...", parse=parse_grid)
+    range: tuple[float, float] | None = option(None, "log-uniform lambda range (random/tpe)",
+                                               metavar="LOW:HIGH", parse=parse_range)
+    search: str = option("grid", "grid | random | tpe", choices=SEARCHES,
+                         default_text="grid with --grid, else tpe")
+    trials: int | None = option(None, "number of trials for random / tpe")
+    lr_grid: list[float] | None = option(None, "also search these learning rates",
+                                         metavar="LR1,LR2", parse=parse_grid)
+    modes: list[str] | None = option(None, "also search these decay modes",
+                                     flag="--decay-modes", metavar="M1,M2",
+                                     parse=parse_choices)
+    losses: list[str] | None = option(  # data losses searched with lambda (the whole recipe)
+        None, "also search these data losses (ce, dice, focal, ce+dice, lovasz): the report "
+        "says what each part of the chosen recipe bought, paired", flag="--loss-grid",
+        metavar="L1,L2", parse=parse_choices)
+    weightings: list[str] | None = option(  # class-weight schemes searched with lambda
+        None, "also search these class weights (none, inverse, median, enet); weights apply "
+        "to ce and ce+dice, other pairs are skipped", flag="--class-weights-grid",
+        metavar="W1,W2", parse=parse_choices)
+    folds: int = option(3, "k of k-fold CV")
+    holdout: bool = option(  # score every fit on the data's val split; folds = 1
+        False, "no folds: train every fit on the whole training split and score it on the "
+        "dataset's val split, at the full budget; --repeats R trains R seeds and the paired "
+        "rule compares lambdas seed by seed", switch=True)
+    group_by: str | None = option(
+        None, "images whose names give the same match (group 1 if any) share a fold",
+        metavar="REGEX", default_text="the dataset's groups: CamVid sequences")
+    repeats: int = option(1, "repeated CV with new fold seeds")
+    pruner: str = option(  # resolve_pruner decides auto
+        "auto", "stop hopeless trials early, comparing like with like; screen: every grid "
+        "point first as complete short runs (tau kept as a fraction of the run), the "
+        "selection's lambdas then at the full budget under the race; race: paired "
+        "comparisons of whole-fold scores", choices=PRUNERS,
+        default_text="auto = screen for a grid, race for random/tpe")
+    screen_fraction: float = option(0.3, "--pruner screen: the short runs' share of each "
+                                    "fit's epochs or steps", metavar="F")
+    select: str = option("1se", "1se: paired lambda.1se (same folds, Nadeau-Bengio corrected "
+                         "SE); 1se-unpaired: glmnet's rule; min: lambda.min",
+                         choices=SELECTIONS)
+    refit: bool = option(False, "retrain on the whole training split with the chosen lambda, "
+                         "score test", switch=True)
+    refit_steps: int | None = option(None, "tune short, train long: refit for N optimizer "
+                                     "steps (implies --refit)", metavar="N")
+    refit_epochs: int | None = option(None, "refit for N epochs instead of the fold fits' "
+                                      "(implies --refit)", metavar="N")
+    refit_size: list[int] | None = option(None, "refit (and score) at these inputs, e.g. after "
+                                          "fits at a smaller --size (implies --refit)",
+                                          metavar="HxW", parse=parse_refit_size)
+    refit_lambda: str = option("transfer", "at a longer refit budget, transfer: scale lambda "
+                               "so tau stays the same fraction of the run; same: keep the "
+                               "CV's lambda", choices=REFIT_LAMBDAS)
+    rule_point: bool = option(True, "also score the lambda of segdecay's default rule (tau "
+                              "half the fits' run) on the same fits, and say whether any "
+                              "searched lambda beat it beyond the paired band, by how much, "
+                              "at what compute", default_text="on")
+    storage: str | None = option(None, "sqlite:///FILE | journal:FILE | "
+                                 "postgresql://USER:PASS@HOST/DB", metavar="URL", group=STORAGE,
+                                 default_text="OUT/study.db, or OUT/study.journal with "
+                                 "--workers > 1")
+    study: str = option("segdecay", "study name shared by all workers", group=STORAGE)
+    workers: int = option(1, "local worker processes", group=STORAGE)
+    heartbeat: int = option(10, "a trial silent for 2x this long is failed and retried",
+                            metavar="SECONDS", group=STORAGE)
+    seed: int = internal(0, "the train config's --seed (cli.tune.study_inputs): fold "
+                         "assignment follows it")
+
+
+def derived_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The values ``segdecay tune`` works out from other options; ``given``: the options
+    given on its command line, as argparse left them (texts, before parsing).
+
+    - ``search``: --search, else grid with --grid or --tau-grid, else tpe;
+    - ``folds``: --folds, else 1 with --holdout (which refuses a --folds), else 3;
+    - ``refit``: --refit, or implied by --refit-steps, --refit-epochs or --refit-size.
+
+    (``seed`` is the train config's --seed, set where the config is read.)
+    """
+    implied_refit = given.get("refit_steps") or given.get("refit_epochs") or given.get(
+        "refit_size")
+    derived = {"search": given.get("search") or (
+                   "grid" if given.get("grid") or given.get("tau_grid") else "tpe"),
+               "refit": bool(given.get("refit") or implied_refit)}
+    if given.get("holdout") and "folds" not in given:
+        derived["folds"] = 1
+    return derived
 
 
 def design_words(options: TuneOptions) -> str:
@@ -61,29 +164,6 @@ def design_words(options: TuneOptions) -> str:
     if options.holdout:
         return f"holdout on the val split x {options.repeats} seed(s)"
     return f"{options.folds}-fold CV x {options.repeats} repeat(s)"
-
-
-def parse_grid(text: str, option: str = "--grid") -> list[float]:
-    """'0,1e-5,1e-4' -> sorted unique floats >= 0."""
-    try:
-        values = sorted({float(v) for v in text.split(",") if v.strip()})
-    except ValueError as exc:
-        raise UserError(f"{option} '{text}': expected comma-separated numbers") from exc
-    if not values or min(values) < 0 or not all(math.isfinite(v) for v in values):
-        raise UserError(f"{option} '{text}': need finite values >= 0")
-    return values
-
-
-def parse_range(text: str) -> tuple[float, float]:
-    """'1e-6:1e-1' -> (1e-6, 1e-1), a log-uniform range (so both ends must be > 0)."""
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError as exc:
-        raise UserError(f"--range '{text}': expected LOW:HIGH, e.g. 1e-6:1e-1") from exc
-    if not 0 < lo < hi:
-        raise UserError(f"--range '{text}': need 0 < LOW < HIGH (log-uniform; use --grid to "
-                        "include lambda = 0)")
-    return lo, hi
 
 
 def resolve_pruner(options: TuneOptions, epochs: int, steps: int | None) -> TuneOptions:
@@ -108,6 +188,31 @@ def validate(options: TuneOptions) -> None:
         raise UserError(f"--pruner '{options.pruner}': choose one of {', '.join(PRUNERS)}")
     if options.select not in SELECTIONS:
         raise UserError(f"--select '{options.select}': choose one of {', '.join(SELECTIONS)}")
+    _validate_search_space(options)
+    if options.pruner == "wilcoxon" and options.folds * options.repeats < wilcoxon_min_fits():
+        raise UserError(
+            f"--pruner wilcoxon with {options.folds} folds x {options.repeats} repeat(s): its "
+            f"one-sided test cannot reach p < {WILCOXON_P:g} before the last of "
+            f"{options.folds * options.repeats} fits (the smallest p after n fits is 1/2^n), "
+            f"so it would never prune a trial it has not finished; use at least "
+            f"{wilcoxon_min_fits()} fits (--folds, --repeats) or --pruner race")
+    _validate_screen(options)
+    for name, choices in (("modes", DECAY_MODES), ("losses", LOSSES),
+                          ("weightings", CLASS_WEIGHTS)):
+        unknown = [v for v in getattr(options, name) or [] if v not in choices]
+        if unknown:
+            raise UserError(f"{_flag(name)} '{unknown[0]}': unknown choice; choose from "
+                            f"{', '.join(choices)}")
+    _validate_refit(options)
+    _validate_holdout(options)
+    for name in ("folds", "repeats", "workers"):
+        if getattr(options, name) < 1:
+            raise UserError(f"{_flag(name)} {getattr(options, name)}: must be at least 1")
+
+
+def _validate_search_space(options: TuneOptions) -> None:
+    """A lambda grid, a tau grid (a grid search of its own, taus > 0), or a random or TPE
+    search over a range with a number of trials."""
     if options.tau_grid is not None:
         if options.grid or options.search != "grid":
             raise UserError("--tau-grid is a grid search of its own: give it without --grid, "
@@ -121,26 +226,11 @@ def validate(options: TuneOptions) -> None:
         raise UserError(f"--search {options.search} needs --range LOW:HIGH")
     if options.search != "grid" and not options.trials:
         raise UserError(f"--search {options.search} needs --trials N")
-    if options.pruner == "wilcoxon" and options.folds * options.repeats < wilcoxon_min_fits():
-        raise UserError(
-            f"--pruner wilcoxon with {options.folds} folds x {options.repeats} repeat(s): its "
-            f"one-sided test cannot reach p < {WILCOXON_P:g} before the last of "
-            f"{options.folds * options.repeats} fits (the smallest p after n fits is 1/2^n), "
-            f"so it would never prune a trial it has not finished; use at least "
-            f"{wilcoxon_min_fits()} fits (--folds, --repeats) or --pruner race")
-    _validate_screen(options)
-    for flag, values, choices in (("--decay-modes", options.modes, DECAY_MODES),
-                                  ("--loss-grid", options.losses, LOSSES),
-                                  ("--class-weights-grid", options.weightings, CLASS_WEIGHTS)):
-        unknown = [v for v in values or [] if v not in choices]
-        if unknown:
-            raise UserError(f"{flag} '{unknown[0]}': unknown choice; choose from "
-                            f"{', '.join(choices)}")
-    _validate_refit(options)
-    _validate_holdout(options)
-    for name in ("folds", "repeats", "workers"):
-        if getattr(options, name) < 1:
-            raise UserError(f"--{name} {getattr(options, name)}: must be at least 1")
+
+
+def _flag(name: str) -> str:
+    """The flag of a TuneOptions field, for errors."""
+    return flag_of(next(f for f in fields(TuneOptions) if f.name == name))
 
 
 def _validate_screen(options: TuneOptions) -> None:
@@ -179,34 +269,27 @@ def _validate_refit(options: TuneOptions) -> None:
                         f"{', '.join(REFIT_LAMBDAS)}")
 
 
-def parse_choices(text: str | None) -> list[str] | None:
-    """'ce,ce+dice' -> ['ce', 'ce+dice'] (order kept, duplicates dropped); None passes."""
-    if not text:
-        return None
-    return list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-
-
 def validate_against(options: TuneOptions, optimizer: str, decay_mode: str | None,
-                     lr: float) -> None:
-    """Refuse a lambda grid or range that would make a decoupled trial flip the weights' sign.
+                     lr: float, lambda_scale: float = 1.0) -> None:
+    """Refuse a lambda grid or range that would make a decoupled trial flip the weights' sign;
+    ``lambda_scale``: the factor the fits train lambda with (the screen's short runs).
 
     Checked before the study starts, so no worker fails on its tenth trial; ``--tau-grid``
     needs no check (lr·lambda = 1/(tau·steps per epoch) < 1 for tau above one step).
     """
-    modes = options.modes or [decay_mode or default_decay_mode(optimizer)]
+    modes = options.modes or [resolved_decay_mode(optimizer, decay_mode)]
     if "decoupled" not in modes:
         return
     lams = options.grid if options.tau_grid is None and options.grid else []
     if options.search != "grid" and options.range is not None:
         lams = [options.range[1]]
-    option = "--grid" if options.search == "grid" else "--range"
-    scale = options.lambda_scale  # the screen's short runs train lambda x this
-    where = "" if scale == 1 else f" (x{scale:g} in --pruner screen's short runs)"
+    flag = "--grid" if options.search == "grid" else "--range"
+    where = "" if lambda_scale == 1 else f" (x{lambda_scale:g} in --pruner screen's short runs)"
     for rate in options.lr_grid or [lr]:
-        bad = [lam for lam in lams if rate * lam * scale >= 1]
+        bad = [lam for lam in lams if rate * lam * lambda_scale >= 1]
         if bad:
-            raise UserError(f"{option} lambda {max(bad):g}{where} with --lr {rate:g}: "
-                            f"lr·lambda = {rate * max(bad) * scale:g} >= 1, so {SIGN_FLIP}; "
+            raise UserError(f"{flag} lambda {max(bad):g}{where} with --lr {rate:g}: lr·lambda = "
+                            f"{rate * max(bad) * lambda_scale:g} >= 1, so {SIGN_FLIP}; "
                             "lower the grid")
 
 

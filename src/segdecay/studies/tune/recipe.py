@@ -14,8 +14,9 @@ import math
 from typing import Any
 
 from segdecay.config import TrainConfig
-from segdecay.decay import default_decay_mode
+from segdecay.decay import resolved_decay_mode
 from segdecay.studies.tune.selection import paired_difference
+from segdecay.studies.tune.trials import TrialRow
 
 PARTS = ("weight_decay", "lr", "decay_mode", "loss", "class_weights")
 PLAIN = {"weight_decay": 0.0, "loss": "ce", "class_weights": "none"}
@@ -39,38 +40,38 @@ def _plain(part: str, tried: list, base: TrainConfig) -> Any:
     if part == "lr":
         plain = base.lr
     elif part == "decay_mode":
-        plain = base.decay_mode or default_decay_mode(base.optimizer)
+        plain = resolved_decay_mode(base.optimizer, base.decay_mode)
     if plain in tried:
         return plain
     return min(tried) if part in ("weight_decay", "lr") else tried[0]
 
 
-def _decay_axis(complete: list[dict]) -> str:
+def _decay_axis(complete: list[TrialRow]) -> str:
     """tau when the search ran on a tau grid (lambda then moves with lr and decay mode, so
     "the same recipe with another lr" keeps tau, not lambda), else lambda."""
-    return "tau_epochs" if all(r.get("tau_epochs") is not None for r in complete) else \
+    return "tau_epochs" if all(r.tau_epochs is not None for r in complete) else \
         "weight_decay"
 
 
-def part_gains(complete: list[dict], choice: dict[str, Any], chosen_lam: float,
+def part_gains(complete: list[TrialRow], choice: dict[str, Any], chosen_lam: float,
                parts: list[str], base: TrainConfig, folds: int) -> list[dict[str, Any]]:
     """One row per part (the decay axis first), then all parts together: the chosen
     recipe's mean paired gain over its plain counterpart, with the 95% interval."""
     axis = _decay_axis(complete)
     keys = (axis, *PARTS[1:])
     setting = {p: choice[p] for p in PARTS[1:]}
-    row_of = [r for r in complete if r["weight_decay"] == chosen_lam
-              and all(r[p] == v for p, v in setting.items())]
+    row_of = [r for r in complete if r.weight_decay == chosen_lam
+              and all(getattr(r, p) == v for p, v in setting.items())]
     if not row_of:
         return []
-    chosen = {axis: row_of[0][axis], **setting}
-    by_key = {tuple(r[p] for p in keys): r["fold_scores"] for r in complete}
+    chosen = {axis: getattr(row_of[0], axis), **setting}
+    by_key = {tuple(getattr(r, p) for p in keys): r.fold_scores for r in complete}
     scores = by_key[tuple(chosen[p] for p in keys)]
     rows = []
     reference_all = dict(chosen)
     for part in [axis, *parts]:
         numeric = part in ("weight_decay", "tau_epochs", "lr")
-        tried = sorted({r[part] for r in complete}, key=None if numeric else str)
+        tried = sorted({getattr(r, part) for r in complete}, key=None if numeric else str)
         reference = _plain(part, tried, base)
         reference_all[part] = reference
         gain = _gain(LABELS[part], chosen[part], reference,

@@ -17,10 +17,10 @@ from typing import Any
 
 from segdecay.config import TrainConfig, load_config
 from segdecay.data import load_dataset_for
-from segdecay.decay import default_decay_mode, tau_for_lambda
+from segdecay.decay import resolved_decay_mode, tau_for_lambda
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
-from segdecay.studies.tune.search import trial_decay
+from segdecay.studies.tune.trials import trial_decay
 from segdecay.training import Log, train
 
 REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambda, epochs "
@@ -60,7 +60,7 @@ def _same_recipe(kept: TrainConfig, config: TrainConfig) -> bool:
         return list(value) if isinstance(value, (list, tuple)) else value
 
     def mode(c: TrainConfig) -> str:
-        return c.decay_mode or default_decay_mode(c.optimizer)
+        return resolved_decay_mode(c.optimizer, c.decay_mode)
     return mode(kept) == mode(config) and all(
         norm(getattr(kept, k)) == norm(getattr(config, k)) for k in REFIT_KEYS)
 
@@ -125,6 +125,18 @@ def _budget_transfer(base: TrainConfig, config: TrainConfig, choice: dict, lam: 
             "lambda_cv": lam, "lambda_transferred": moved, "lambda_used": used,
             "tau_fraction_of_run": (tau_steps / refit_total if math.isfinite(tau_steps)
                                     else None), "note": TRANSFER_NOTE}
+
+
+def refit_chosen(base: TrainConfig, options, run_dir: Path, payload: dict[str, Any],
+                 say) -> dict[str, Any]:
+    """The refit of the recipe tune.json's payload chose (its selection and chosen lambda,
+    at the fits' steps per epoch), and its score, said."""
+    result = refit(base, payload["selection"], payload["chosen"], options, run_dir, say,
+                   payload["steps_per_epoch_of_fits"])
+    decided = result.get("decision", "argmax")
+    say(f"refit {result['split']} mIoU {result['miou']:.4f}"
+        + ("" if decided == "argmax" else f" (decision {decided})"))
+    return result
 
 
 def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, say,

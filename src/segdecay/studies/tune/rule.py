@@ -13,13 +13,14 @@ from dataclasses import replace
 from typing import Any
 
 from segdecay.config import TrainConfig
-from segdecay.decay import default_decay_mode
+from segdecay.decay import resolved_decay_mode
 from segdecay.decay.defaults import ADAM_L2, default_tau_steps
 from segdecay.decay.timescale import lambda_for_tau
 from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import TuneOptions
 from segdecay.studies.tune.search import fit_steps_per_epoch
 from segdecay.studies.tune.selection import paired_difference
+from segdecay.studies.tune.trials import SETTING, TrialRow, counted
 
 
 def rule_of_study(base: TrainConfig, options: TuneOptions, data) -> float | None:
@@ -69,7 +70,8 @@ def rule_setting(base: TrainConfig, options: TuneOptions) -> dict[str, Any]:
 
 def rule_mode(base: TrainConfig, options: TuneOptions) -> str:
     """The decay mode the rule's lambda is computed for (the first searched one)."""
-    return (options.modes or [None])[0] or base.decay_mode or default_decay_mode(base.optimizer)
+    first = options.modes[0] if options.modes else None
+    return resolved_decay_mode(base.optimizer, first, base.decay_mode)
 
 
 def with_rule_point(options: TuneOptions, value: float) -> TuneOptions:
@@ -95,7 +97,7 @@ def _same(a: float | None, b: float) -> bool:
     return a is not None and math.isclose(a, b, rel_tol=1e-6)
 
 
-def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
+def rule_check(choice: dict[str, Any], rows: list[TrialRow], value: float,
                axis: str, folds: int, compute: dict[str, Any],
                fit_epochs: int, rule_setting: dict[str, Any] | None = None
                ) -> dict[str, Any]:
@@ -104,36 +106,52 @@ def rule_check(choice: dict[str, Any], rows: list[dict[str, Any]], value: float,
     rule's lambda is theirs): the difference, its SE (Nadeau-Bengio corrected under CV,
     plain over holdout seeds), and one sentence with the search's compute in fits of the
     study's length (``fit_epochs`` each)."""
-    setting = {k: choice[k] for k in ("lr", "decay_mode", "loss", "class_weights")}
-    setting.update(rule_setting or {})
-    same = [r for r in rows if r["duplicate_of"] is None
-            and all(r[k] == v for k, v in setting.items())]
-    if any(r["state"] == "PRUNED" and _same(r[axis], value) for r in same):
-        return {"axis": axis, "value": value, "search_fit_epochs": compute["epochs_run"],
-                "beat": True, "sentence": "the rule's point was pruned: the pruner's "
+    same = _in_setting(rows, choice, rule_setting)
+    head = {"axis": axis, "value": value, "search_fit_epochs": compute["epochs_run"]}
+    if any(r.state == "PRUNED" and _same(getattr(r, axis), value) for r in same):
+        return {**head, "beat": True, "sentence": "the rule's point was pruned: the pruner's "
                 "evidence put it below the best searched point"}
-    complete = [r for r in same if r["state"] == "COMPLETE"]
-    full = max((r["folds_done"] for r in complete), default=0)
-    complete = [r for r in complete if r["folds_done"] == full and full > 0]
-    rule = next((r for r in complete if _same(r[axis], value)), None)
-    searched = [r for r in complete if r is not rule]
+    rule, searched = _rule_and_searched(same, axis, value)
     runs = compute["epochs_run"] / max(1, fit_epochs)
-    result: dict[str, Any] = {"axis": axis, "value": value, "search_fit_epochs":
-                              compute["epochs_run"], "search_fits": runs}
+    result: dict[str, Any] = {**head, "search_fits": runs}
     if rule is None or not searched:
         result["sentence"] = ("the rule's point did not finish every fit in the chosen "
                               "setting: no comparison with the search")
         return result
-    best = max(searched, key=lambda r: (math.fsum(r["fold_scores"]), -r["weight_decay"]))
-    diff, _, se, _, _, _, n = paired_difference(best["fold_scores"], rule["fold_scores"], folds)
-    beat = diff > se
+    best = max(searched, key=lambda r: (math.fsum(r.fold_scores), -r.weight_decay))
+    result.update(_paired_with_rule(best, rule, axis, folds))
     name = "tau" if axis == "tau_epochs" else "lambda"
-    result.update({"rule_weight_decay": rule["weight_decay"], "rule_mean": rule["cv_mean"],
-                   "best_searched": best[axis], "best_weight_decay": best["weight_decay"],
-                   "difference": diff, "se": se, "fits": n, "beat": beat})
-    verdict = ("beat the rule's" if beat else "did not beat the rule's")
+    verdict = ("beat the rule's" if result["beat"] else "did not beat the rule's")
     result["sentence"] = (
-        f"the best searched {name}, {best[axis]:g}, {verdict} {name} {value:g} beyond the "
-        f"paired band: {diff:+.4f} mIoU (paired SE {se:.4f} over {n} fits), for a search of "
+        f"the best searched {name}, {result['best_searched']:g}, {verdict} {name} {value:g} "
+        f"beyond the paired band: {result['difference']:+.4f} mIoU (paired SE "
+        f"{result['se']:.4f} over {result['fits']} fits), for a search of "
         f"{compute['epochs_run']} fit-epochs, {runs:.1f} fits of the study's length")
     return result
+
+
+def _in_setting(rows: list[TrialRow], choice: dict[str, Any],
+                rule_setting: dict[str, Any] | None) -> list[TrialRow]:
+    """The counted trials of the chosen setting, at the rule's lr and mode where given."""
+    setting = {k: choice[k] for k in SETTING}
+    setting.update(rule_setting or {})
+    return [r for r in counted(rows) if all(getattr(r, k) == v for k, v in setting.items())]
+
+
+def _rule_and_searched(same: list[TrialRow], axis: str, value: float
+                       ) -> tuple[TrialRow | None, list[TrialRow]]:
+    """The rule's trial and the searched ones, among those that finished the most fits."""
+    complete = [r for r in same if r.state == "COMPLETE"]
+    full = max((r.folds_done for r in complete), default=0)
+    complete = [r for r in complete if r.folds_done == full and full > 0]
+    rule = next((r for r in complete if _same(getattr(r, axis), value)), None)
+    return rule, [r for r in complete if r is not rule]
+
+
+def _paired_with_rule(best: TrialRow, rule: TrialRow, axis: str, folds: int
+                      ) -> dict[str, Any]:
+    """The best searched trial minus the rule's, fit by fit; beaten beyond one paired SE."""
+    diff, _, se, _, _, _, n = paired_difference(best.fold_scores, rule.fold_scores, folds)
+    return {"rule_weight_decay": rule.weight_decay, "rule_mean": rule.cv_mean,
+            "best_searched": getattr(best, axis), "best_weight_decay": best.weight_decay,
+            "difference": diff, "se": se, "fits": n, "beat": diff > se}

@@ -20,12 +20,22 @@ runs (successive halving over budgets, every rung a complete run):
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from segdecay.config import TrainConfig
+from segdecay.studies.tune.choice import choose, chosen_lambda
 from segdecay.studies.tune.options import TuneOptions
-from segdecay.studies.tune.summary import SELECT_KEYS, SETTING, choose, complete_rows, setting_of
+from segdecay.studies.tune.trials import SETTING, TrialRow, complete_rows, counted, setting_of
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """What the short rung leaves the summary: its trial rows (what each recipe part bought
+    is read from them, every part having run there) and what tune.json keeps of it."""
+
+    rows: list[TrialRow]
+    payload: dict[str, Any]
 
 
 def screen_budget(base: TrainConfig, fraction: float) -> tuple[TrainConfig, float]:
@@ -38,11 +48,11 @@ def screen_budget(base: TrainConfig, fraction: float) -> tuple[TrainConfig, floa
     return replace(base, epochs=short), base.epochs / short
 
 
-def screen_options(options: TuneOptions, lambda_scale: float) -> TuneOptions:
+def screen_options(options: TuneOptions) -> TuneOptions:
     """The screen's own study: every grid point, no pruning (each fit validates once, at its
-    end), no refit, lambda scaled."""
-    return replace(options, study=f"{options.study}-screen", refit=False,
-                   lambda_scale=lambda_scale)
+    end), no refit; its fits train lambda x the scale of :func:`screen_budget`, which
+    ``run_study`` passes to the workers beside these options."""
+    return replace(options, study=f"{options.study}-screen", refit=False)
 
 
 def grid_values(options: TuneOptions) -> list[float]:
@@ -50,7 +60,7 @@ def grid_values(options: TuneOptions) -> list[float]:
     return sorted(options.tau_grid or options.grid)
 
 
-def promoted(rows: list[dict[str, Any]], options: TuneOptions,
+def promoted(rows: list[TrialRow], options: TuneOptions,
              rule: float | None = None) -> dict[str, Any]:
     """Which grid points go on to the full budget, read from the screen's trial rows; the
     default rule's point (``rule``) always, so the search is checked against it there.
@@ -63,9 +73,9 @@ def promoted(rows: list[dict[str, Any]], options: TuneOptions,
         raise RuntimeError("the screen finished no grid point on every fold")
     axis = "tau_epochs" if options.tau_grid else "weight_decay"
     best = tuple(choice[k] for k in SETTING)
-    value_of = {r["weight_decay"]: r[axis] for r in complete_rows(rows, n_fits)
+    value_of = {r.weight_decay: getattr(r, axis) for r in complete_rows(rows, n_fits)
                 if setting_of(r) == best}  # the axis value of each lambda of the best setting
-    picks = {value_of[choice["lambda_min"]], value_of[choice[SELECT_KEYS[options.select]]]}
+    picks = {value_of[choice["lambda_min"]], value_of[chosen_lambda(choice, options.select)]}
     if len(picks) == 1:
         picks |= _neighbour(next(iter(picks)), grid_values(options), axis)
     if rule is not None:
@@ -100,16 +110,16 @@ def full_options(options: TuneOptions, promotion: dict[str, Any]) -> TuneOptions
     )
 
 
-def screen_payload(rows: list[dict[str, Any]], promotion: dict[str, Any], fraction: float,
+def screen_payload(rows: list[TrialRow], promotion: dict[str, Any], fraction: float,
                    short: TrainConfig, lambda_scale: float) -> dict[str, Any]:
     """What tune.json keeps of the screen: its budget, trials, selection and promotion."""
-    counted = [r for r in rows if r["duplicate_of"] is None]
+    kept = counted(rows)
     return {
         "fraction": fraction, "epochs": short.epochs, "steps": short.steps,
         "lambda_scale": lambda_scale,
         "rule": "lambda x full steps / short steps, so tau stays the same fraction of the run",
-        "epochs_run": sum(r["epochs_run"] for r in counted),
-        "grid_points": sum(1 for r in counted if not r["skipped"]),
-        "trials": counted, "selection": promotion["selection"],
+        "epochs_run": sum(r.epochs_run for r in kept),
+        "grid_points": sum(1 for r in kept if not r.skipped),
+        "trials": [r.as_dict() for r in kept], "selection": promotion["selection"],
         "promoted": {"setting": promotion["setting"], promotion["axis"]: promotion["values"]},
     }

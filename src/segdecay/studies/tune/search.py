@@ -12,7 +12,7 @@ whole folds, compared fit by fit).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,13 @@ import optuna
 
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
-from segdecay.decay import default_decay_mode, lambda_for_tau
+from segdecay.decay import lambda_for_tau
 from segdecay.losses import WEIGHTED_LOSSES
 from segdecay.studies.tune.folds import fold_plan
 from segdecay.studies.tune.options import WILCOXON_P, TuneOptions
 from segdecay.studies.tune.race import RacePruner
 from segdecay.studies.tune.storage import open_storage
+from segdecay.studies.tune.trials import trial_decay
 from segdecay.studies.workers import dead_local_worker, worker_id
 from segdecay.training import Log, train
 
@@ -48,7 +49,9 @@ def reports_per_fold(options: TuneOptions) -> bool:
     return options.pruner in ("race", "wilcoxon", "screen")
 
 
-def _pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(options: TuneOptions, epochs: int) -> optuna.pruners.BasePruner:
+    """The study's pruner for fits of ``epochs`` epochs (the race's and Wilcoxon's compare
+    whole-fold scores, median's and Hyperband's per-epoch ones)."""
     if options.pruner == "median":
         # One finished trial is the yardstick; from a quarter of the first fold on, a trial
         # below the median of finished ones at the same epoch stops. Measured on the demo
@@ -99,12 +102,6 @@ def skip_reason(params: dict[str, Any], base: TrainConfig) -> str | None:
     return None
 
 
-def trial_decay(params: dict[str, Any], base: TrainConfig) -> tuple[str, float]:
-    """(decay mode, lr) a trial trains with: its searched values, else the base config's."""
-    mode = params.get("decay_mode") or base.decay_mode or default_decay_mode(base.optimizer)
-    return mode, params.get("lr", base.lr)
-
-
 def config_overrides(params: dict[str, Any], base: TrainConfig,
                      steps_per_epoch: float) -> dict[str, Any]:
     """TrainConfig values of a trial: a searched tau becomes this optimizer's lambda."""
@@ -142,12 +139,23 @@ def _duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int
     return None
 
 
+@dataclass
+class TrialProgress:
+    """What a trial's fits have given so far; the lists are saved to the trial as they grow."""
+
+    scores: list[float] = field(default_factory=list)
+    train_scores: list[float] = field(default_factory=list)
+    norms: list[float] = field(default_factory=list)
+    epochs_run: int = 0
+
+
 class Objective:
     """Trains every fold for one trial's parameters and reports to the pruner."""
 
     def __init__(self, base: TrainConfig, options: TuneOptions, fits, run_dir: Path,
-                 quiet: bool = True, progress: bool = False) -> None:
+                 quiet: bool = True, progress: bool = False, lambda_scale: float = 1.0) -> None:
         self.base, self.options, self.fits, self.run_dir = base, options, fits, run_dir
+        self.lambda_scale = lambda_scale  # the screen's short runs train lambda x this
         self.steps_per_epoch = fit_steps_per_epoch(fits, base.batch_size)
         self.fit_epochs = [fit_epochs(base, d) for _, _, d in fits]
         self.quiet = quiet
@@ -160,6 +168,18 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = _suggest(trial, self.options, self.base)
+        self.admit(trial, params)
+        trial.set_user_attr("worker", worker_id())
+        config = replace(self.base, **self.overrides(trial, params))
+        progress = TrialProgress()
+        for i in range(len(self.fits)):
+            summary = self.fit_fold(trial, params, config, i, progress)
+            self.record(trial, params, i, summary, progress)
+        return sum(progress.scores) / len(progress.scores)
+
+    def admit(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        """Prune a grid point another trial already ran (the grid's end-game, reruns), or one
+        that is not a recipe, before it trains anything."""
         dup = _duplicate_of(trial.study, trial, params) if self.options.search == "grid" else None
         if dup is not None:
             trial.set_user_attr("duplicate_of", dup)
@@ -168,63 +188,79 @@ class Objective:
         if skip is not None:
             trial.set_user_attr("skipped", skip)
             raise optuna.TrialPruned(skip)
-        trial.set_user_attr("worker", worker_id())
+
+    def overrides(self, trial: optuna.Trial, params: dict[str, Any]) -> dict[str, Any]:
+        """The trial's TrainConfig values: a searched tau as this optimizer's lambda, and
+        lambda x the screen's scale in its short runs (tau kept as a fraction of the run)."""
         overrides = config_overrides(params, self.base, self.steps_per_epoch)
         if "tau_epochs" in params:  # the lambda it converted to (a lambda grid has it in params)
             trial.set_user_attr("weight_decay", overrides["weight_decay"])
-        if self.options.lambda_scale != 1:  # a screen's short run: tau kept as a fraction
+        if self.lambda_scale != 1:
             overrides["weight_decay"] = overrides.get(
-                "weight_decay", self.base.weight_decay) * self.options.lambda_scale
+                "weight_decay", self.base.weight_decay) * self.lambda_scale
             trial.set_user_attr("trained_weight_decay", overrides["weight_decay"])
+        return overrides
+
+    def fit_fold(self, trial: optuna.Trial, params: dict[str, Any], config: TrainConfig,
+                 i: int, progress: TrialProgress) -> dict[str, Any]:
+        """Train fit ``i`` of the trial, reporting to a per-epoch pruner as it goes; its
+        summary. Per-epoch pruners need a val score every epoch; the others use a fit's
+        final score alone, so their fits validate once, at the end (the weights are the
+        same either way)."""
+        r, f, data = self.fits[i]
+        out = self.run_dir / "trials" / f"{trial.number:04d}" / f"r{r}f{f}"
+        every = self.fit_epochs[i] if reports_per_fold(self.options) else 1
+        try:
+            # a fit is scored by its val mIoU at argmax: the decision and the test-time
+            # augmentation are chosen for the refit, not per fit
+            summary = train(replace(config, seed=self.base.seed + r, eval_every=every,
+                                    decision="argmax", tta="none"),
+                            out, data=data, log=Log(quiet=self.quiet),
+                            on_epoch=self.epoch_reporter(trial, i, progress),
+                            checkpoints=False)
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("fold_scores", progress.scores)
+            self.say(f"  trial {trial.number} {_describe(params)}: {pruned}")
+            raise
+        if summary.get("status", "completed") != "completed":
+            trial.set_user_attr("failure", summary.get("reason", "run failed"))
+            raise RuntimeError(summary.get("reason", "run failed"))
+        return summary
+
+    def epoch_reporter(self, trial: optuna.Trial, i: int, progress: TrialProgress):
+        """The per-epoch hook of fit ``i``: counts its epochs, and feeds a per-epoch pruner
+        at step i x the longest fit's epochs + epoch (the same steps in every trial)."""
         per_fold = reports_per_fold(self.options)
-        # Per-epoch pruners need a val score every epoch; the others use a fit's final score
-        # alone, so their fits validate once, at the end (the weights are the same either way).
-        config = replace(self.base, **overrides)
-        epochs_per_fit = max(self.fit_epochs)  # per-epoch reports of fit i start at i x this
-        scores, train_scores, norms, epochs_run = [], [], [], 0
-        for i, (r, f, data) in enumerate(self.fits):
-            out = self.run_dir / "trials" / f"{trial.number:04d}" / f"r{r}f{f}"
+        offset = i * max(self.fit_epochs)
 
-            def report(row: dict, i: int = i) -> None:
-                nonlocal epochs_run
-                epochs_run += 1
-                trial.set_user_attr("epochs_run", epochs_run)
-                if per_fold or row["val_miou"] is None:
-                    return
-                trial.report(row["val_miou"], i * epochs_per_fit + row["epoch"] - 1)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at fold {i + 1} epoch {row['epoch']}")
+        def report(row: dict) -> None:
+            progress.epochs_run += 1
+            trial.set_user_attr("epochs_run", progress.epochs_run)
+            if per_fold or row["val_miou"] is None:
+                return
+            trial.report(row["val_miou"], offset + row["epoch"] - 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at fold {i + 1} epoch {row['epoch']}")
 
-            try:
-                every = self.fit_epochs[i] if per_fold else 1
-                # a fit is scored by its val mIoU at argmax: the decision and the
-                # test-time augmentation are chosen for the refit, not per fit
-                summary = train(replace(config, seed=self.base.seed + r, eval_every=every,
-                                        decision="argmax", tta="none"),
-                                out, data=data,
-                                log=Log(quiet=self.quiet), on_epoch=report, checkpoints=False)
-            except optuna.TrialPruned as pruned:
-                trial.set_user_attr("fold_scores", scores)
-                self.say(f"  trial {trial.number} {_describe(params)}: {pruned}")
-                raise
-            if summary.get("status", "completed") != "completed":
-                trial.set_user_attr("failure", summary.get("reason", "run failed"))
-                raise RuntimeError(summary.get("reason", "run failed"))
-            self.say(f"  trial {trial.number} {_describe(params)} fold {i + 1}/"
-                     f"{len(self.fits)}: val mIoU {summary['final_val_miou']:.4f} "
-                     f"(train {summary['final_train_miou']:.4f})")
-            scores.append(summary["final_val_miou"])
-            train_scores.append(summary["final_train_miou"])
-            norms.append(summary["weight_norm"])
-            trial.set_user_attr("fold_scores", scores)
-            trial.set_user_attr("train_scores", train_scores)
-            trial.set_user_attr("weight_norms", norms)
-            if per_fold:
-                trial.report(scores[-1], i)
-                # never after the last fit: a finished trial stays in the curve
-                if i + 1 < len(self.fits) and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after fold {i + 1} ({self.options.pruner})")
-        return sum(scores) / len(scores)
+        return report
+
+    def record(self, trial: optuna.Trial, params: dict[str, Any], i: int,
+               summary: dict[str, Any], progress: TrialProgress) -> None:
+        """Keep fit ``i``'s scores on the trial; a per-fold pruner sees its score."""
+        self.say(f"  trial {trial.number} {_describe(params)} fold {i + 1}/"
+                 f"{len(self.fits)}: val mIoU {summary['final_val_miou']:.4f} "
+                 f"(train {summary['final_train_miou']:.4f})")
+        progress.scores.append(summary["final_val_miou"])
+        progress.train_scores.append(summary["final_train_miou"])
+        progress.norms.append(summary["weight_norm"])
+        trial.set_user_attr("fold_scores", progress.scores)
+        trial.set_user_attr("train_scores", progress.train_scores)
+        trial.set_user_attr("weight_norms", progress.norms)
+        if reports_per_fold(self.options):
+            trial.report(progress.scores[-1], i)
+            # never after the last fit: a finished trial stays in the curve
+            if i + 1 < len(self.fits) and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {i + 1} ({self.options.pruner})")
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -269,8 +305,10 @@ def retry_dead_local_trials(study: optuna.Study) -> list[int]:
 
 
 def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_url: str,
-               quiet: bool = True, threads: int | None = None, progress: bool = False) -> None:
-    """One worker: join the study and run trials until the search is exhausted."""
+               quiet: bool = True, threads: int | None = None, progress: bool = False,
+               lambda_scale: float = 1.0) -> None:
+    """One worker: join the study and run trials until the search is exhausted; its fits
+    train lambda x ``lambda_scale``."""
     import torch
 
     if threads:
@@ -278,12 +316,13 @@ def run_worker(base: TrainConfig, options: TuneOptions, run_dir: Path, storage_u
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset_for(base)
     fits, facts = fold_plan(data, options)
-    objective = Objective(base, options, fits, run_dir, quiet=quiet, progress=progress)
+    objective = Objective(base, options, fits, run_dir, quiet=quiet, progress=progress,
+                          lambda_scale=lambda_scale)
     facts["steps_per_epoch"] = objective.steps_per_epoch
     facts["fit_epochs"] = objective.fit_epochs
     study = optuna.create_study(
         study_name=options.study, storage=open_storage(storage_url, options.heartbeat),
-        sampler=_sampler(options), pruner=_pruner(options, max(objective.fit_epochs)),
+        sampler=_sampler(options), pruner=make_pruner(options, max(objective.fit_epochs)),
         direction="maximize", load_if_exists=True,
     )
     for key, value in facts.items():  # the summary reads them back (same for every worker)
@@ -311,7 +350,7 @@ def _stop_on_duplicate(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
 
 
 def worker_entry(base: dict, options: dict, run_dir: str, url: str, progress: bool,
-                 threads: int) -> None:
+                 lambda_scale: float, threads: int) -> None:
     """A spawned worker process (plain arguments: they cross the process boundary)."""
     run_worker(TrainConfig(**base), TuneOptions(**options), Path(run_dir), url, True, threads,
-               progress)
+               progress, lambda_scale)
