@@ -18,6 +18,7 @@ from segdecay.cli import main
 from segdecay.config import TrainConfig
 from segdecay.errors import UserError
 from segdecay.models import build_model
+from segdecay.runs import evaluate_run
 from segdecay.studies.compare import CompareOptions, Variant, parse_variant, run_compare
 from segdecay.studies.compare.per_image import image_confusions, image_miou
 from segdecay.studies.compare.statistics import holm, paired_difference
@@ -200,12 +201,24 @@ def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path: Path, one_torch_t
     assert pair["eval_miou"]["n"] == 2 and pair["images"]["n"] == 6
     # synthetic images are each their own group: the image is the unit, and says so
     assert (pair["images"]["unit"], pair["images"]["n_units"]) == ("image", 6)
-    # per-seed differences recomputed from the runs' own numbers
+    # each run folder scored on its own by `segdecay evaluate`'s path, and the paired test
+    # by scipy: compare's rows and statistics must be these
+    # (on the base's images: a synthetic dataset is drawn from the seed unless its spec
+    # fixes one, and compare scores every seed's runs on the same test images)
+    same_images = f"{TINY.data},seed={TINY.seed}"
+    scored = {(v, s): evaluate_run(tmp_path / "runs" / v / f"seed{s}", data=same_images,
+                                   split="test", checkpoint="last", device="cpu",
+                                   quiet=True)["miou"]
+              for v in ("none", "wd") for s in (0, 1)}
     runs = {(r["variant"], r["seed"]): r for r in payload["runs"]}
-    diffs = [runs[("wd", s)]["eval_miou"] - runs[("none", s)]["eval_miou"] for s in (0, 1)]
-    assert pair["eval_miou"]["mean_diff"] == pytest.approx(sum(diffs) / 2)
+    assert {k: r["eval_miou"] for k, r in runs.items()} == pytest.approx(scored)
+    wd, none = [scored[("wd", s)] for s in (0, 1)], [scored[("none", s)] for s in (0, 1)]
+    reference = stats.ttest_rel(wd, none)
+    assert pair["eval_miou"]["mean_diff"] == pytest.approx(sum(wd) / 2 - sum(none) / 2)
+    assert pair["eval_miou"]["p_t"] == pytest.approx(reference.pvalue)
+    own = json.loads((tmp_path / "runs" / "wd" / "seed0" / "summary.json").read_text())
     assert runs[("wd", 0)]["gap"] == pytest.approx(
-        runs[("wd", 0)]["train_miou"] - runs[("wd", 0)]["val_miou"])
+        own["final_train_miou"] - own["final_val_miou"])
     lines = (tmp_path / "compare.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("variant,seed,status")
     report = (tmp_path / "report.html").read_text()

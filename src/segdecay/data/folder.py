@@ -402,12 +402,17 @@ def _binary_with_strays(samples: list[_Sample], values: list[np.ndarray | None])
     """Why masks that hold 0 and 255 and a few other values look like binary masks damaged
     (an editor's stray value, JPEG compression) rather than class ids with 255 as ignore;
     None when they do not. Read as class ids, their foreground would be ignored."""
-    with_255 = [i for i, v in enumerate(values) if v is not None and IGNORE_INDEX in v]
+    def is_lossy(i: int) -> bool:
+        return samples[i].mask_path.suffix.lower() in LOSSY_SUFFIXES
+
+    # a JPEG foreground may hold no exact 255 at all (compression moves it to 250-254)
+    with_255 = [i for i, v in enumerate(values) if v is not None and (
+        IGNORE_INDEX in v or (is_lossy(i) and len(v) and v.max() >= BINARY_THRESHOLD))]
     odd = [i for i, v in enumerate(values) if v is not None and len(np.setdiff1d(
         v, [0, IGNORE_INDEX]))]
     if not with_255 or not odd:
         return None
-    lossy = [i for i in odd if samples[i].mask_path.suffix.lower() in LOSSY_SUFFIXES]
+    lossy = [i for i in odd if is_lossy(i)]
     if not lossy and len(odd) > max(1, STRAY_SHARE * len(with_255)):
         return None  # other values in many masks: class ids, 255 the ignore label
     def others(i: int) -> str:
@@ -417,10 +422,12 @@ def _binary_with_strays(samples: list[_Sample], values: list[np.ndarray | None])
     why = (f"{len(lossy)} mask(s) are JPEG, whose compression changes label values"
            if lossy else f"only {len(odd)} of the {len(with_255)} masks holding 255 hold "
            "other values")
-    return (f"masks look binary (0 and 255) but {why} ({shown}{'; ...' if len(odd) > 3 else ''}"
-            "); read as class ids, 255 would be ignored and the foreground never trained. "
-            f"Give --mask-encoding binary (values >= {BINARY_THRESHOLD} are the foreground) or "
-            "--mask-encoding index (values are class ids, 255 ignore), or fix the masks")
+    more = "; ..." if len(odd) > 3 else ""
+    return (f"masks look binary (0 and 255, or near it) but {why} ({shown}{more}); read as "
+            "class ids, the foreground would be ignored or split into many classes and never "
+            f"trained. Give --mask-encoding binary (values >= {BINARY_THRESHOLD} are the "
+            "foreground) or --mask-encoding index (values are class ids, 255 ignore), or fix "
+            "the masks")
 
 
 def _plan_labels(
