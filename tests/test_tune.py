@@ -135,8 +135,9 @@ NAN = math.nan
 
 
 def test_a_lambda_with_a_nan_fold_score_is_left_out_like_a_failed_fit():
-    # 0 has NaN on fold 1 (it used to win lambda.min: max() never replaces a NaN met first)
-    # and 1e-1 on fold 2 (it used to make every paired difference NaN); both are left out.
+    # 0 has NaN on fold 1 (kept, it would win lambda.min: max() never replaces a NaN met
+    # first) and 1e-1 on fold 2 (kept, it would make every paired difference NaN); both are
+    # left out.
     # 1e-3: mean .55, se .05, threshold .5; 1e-2: mean .3, outside. Paired, 2 folds: 1e-2's
     # diffs (-.2, -.3), mean -.25, corrected SE sqrt((1/2 + 1/1) · .005) = .0866: outside.
     scores = {0.0: [NAN, 0.9], 1e-3: [0.5, 0.6], 1e-2: [0.3, 0.3], 1e-1: [0.55, math.inf]}
@@ -158,7 +159,7 @@ def test_a_lambda_with_a_nan_fold_score_is_left_out_like_a_failed_fit():
 
 def test_tied_means_choose_the_smaller_lambda_whatever_the_fold_order():
     # equal means, scores in opposite fold orders: summed left to right, .3 + .2 + .1 = .6
-    # but .1 + .2 + .3 = .6000000000000001, which used to hand lambda.min to 1e-3
+    # but .1 + .2 + .3 = .6000000000000001, which would hand lambda.min to 1e-3
     scores = {0.0: [0.3, 0.2, 0.1], 1e-3: [0.1, 0.2, 0.3]}
     unpaired = select_lambda(scores)
     assert unpaired["lambda_min"] == 0.0
@@ -256,7 +257,7 @@ def test_repeats_draw_different_fold_assignments_on_groups_of_distinct_sizes():
     sizes = [3, 5, 8, 13, 21, 34, 4, 7]  # distinct: largest-first placement ignores the seed
     keys = [f"g{g}" for g, n in enumerate(sizes) for _ in range(n)]
     balanced = [group_kfold(keys, 3, seed=s) for s in range(5)]
-    assert all(b == balanced[0] for b in balanced)  # why repeats used to add nothing
+    assert all(b == balanced[0] for b in balanced)  # why balanced placement alone adds nothing
     plans, distinct = repeated_group_kfold(keys, 3, repeats=4, seed=0)
     assert plans[0] == balanced[0]  # repeat 0 is the balanced assignment
     partitions = {frozenset(frozenset(val) for _, val in plan) for plan in plans}

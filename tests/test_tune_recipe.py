@@ -70,8 +70,8 @@ def test_a_plain_counterpart_that_was_not_scored_is_named_not_guessed() -> None:
 
 def test_on_a_tau_grid_the_lr_part_keeps_tau_not_lambda() -> None:
     """A tau grid with an lr grid: lambda = 1/(tau x steps x lr_eff) differs per lr, so the
-    lr part compares the chosen recipe with the base lr at the same tau (the CamVid lr tune
-    of 2026-12-03 reported "not scored" when lambda was the key)."""
+    lr part compares the chosen recipe with the base lr at the same tau (keyed by lambda, a
+    CamVid lr tune reported the lr part "not scored")."""
     def row(tau: float, lr: float, scores: list[float]) -> TrialRow:
         lam = 1 / (tau * 10 * lr)  # 10 steps per epoch, AdamW: lr_eff = lr
         return replace(_row(lam, "ce", scores), lr=lr, tau_epochs=tau)

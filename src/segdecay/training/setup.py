@@ -42,7 +42,7 @@ from segdecay.version import library_versions
 
 @dataclass
 class TrainingRun:
-    """The fixed parts of one run (what ``_fit``'s locals used to be)."""
+    """The fixed parts of one run, built once before the first step."""
 
     config: TrainConfig  # as given, with amp resolved
     resolved: TrainConfig  # what config.yaml says: the decay mode resolved too

@@ -22,11 +22,11 @@ from segdecay.options import parse_grid
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("auto", "screen", "race", "none", "median", "hyperband", "wilcoxon")
 WILCOXON_P = 0.1  # the Wilcoxon pruner's one-sided p threshold
-# Measured on the demo grid (benchmarks/tune_pruning.py, 3 seeds, README "Measured results").
+# The short-horizon bias, measured on the demo grid in docs/results.md ("Median, Hyperband
+# and Wilcoxon on the SGD demo grid").
 MID_SCHEDULE_BIAS = ("note: --pruner {pruner} compares runs mid-schedule, where lightly "
-                     "decayed runs are ahead; on the demo grid the median pruner chose one "
-                     "grid step smaller lambda than the full grid in 3 of 3 seeds, Hyperband "
-                     "in 2. --pruner race compares final scores of whole folds.")
+                     "decayed runs are ahead, so it tends to choose a smaller lambda than the "
+                     "full grid would; --pruner race compares final scores of whole folds.")
 SELECTIONS = ("1se", "1se-unpaired", "min")
 REFIT_LAMBDAS = ("transfer", "same")
 
@@ -169,8 +169,9 @@ def design_words(options: TuneOptions) -> str:
 def resolve_pruner(options: TuneOptions, epochs: int, steps: int | None) -> TuneOptions:
     """``auto``: the screen for a grid of at least 3 decay values whose fits the screen can
     shorten (measured: the full grid's choice in 3 of 3 demo seeds at 0.70 of its
-    fit-epochs; README "Measured results"), else the race (random and TPE searches have no
-    grid to screen; a screen of 1-2 values or of 1-epoch fits would add work, not save it)."""
+    fit-epochs; docs/results.md, "The screen against the full grid"), else the race (random
+    and TPE searches have no grid to screen; a screen of 1-2 values or of 1-epoch fits
+    would add work, not save it)."""
     if options.pruner != "auto":
         return options
     values = options.tau_grid or options.grid or []

@@ -2,8 +2,9 @@
 
 The median and Hyperband pruners compare runs mid-schedule, where lightly decayed runs are
 ahead (the short-horizon bias of Wu et al. 2018): on the demo grid the median pruner chose
-one grid step smaller lambda than the full grid in 3 of 3 seeds, Hyperband in 2 (README,
-"Measured results"). The race compares like with like instead:
+one grid step smaller lambda than the full grid in 3 of 3 seeds, Hyperband in 2
+(docs/results.md, "Median, Hyperband and Wilcoxon on the SGD demo grid").
+The race compares like with like instead:
 
 - a trial reports one score per CV fit, its final-epoch val mIoU on a whole held-out fold,
   and is judged only at those points, never mid-fit and never after its last fit (a
