@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean postgres
+.PHONY: demo test test-slow test-all lint clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ postgres:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  { echo "make test needs PostgreSQL's server binaries: apt-get install postgresql"; exit 1; }
 
+# make test: lint and the fast tier, the loop to run often. make test-slow: the tests that
+# train for long, spawn worker processes or read ../shared/data. CI runs both (test-all).
 test: $(VENV)/.installed postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed postgres
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -189,6 +189,7 @@ def test_claims_keep_workers_apart(tmp_path: Path) -> None:
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path: Path, one_torch_thread,
                                                      capsys) -> None:
     options = CompareOptions(variants=[Variant("none", {"weight_decay": 0.0}),
@@ -252,6 +253,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
         assert "Traceback" not in err[0]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_the_runs(tmp_path: Path) -> None:
     options = CompareOptions(variants=[Variant("a", {"weight_decay": 0.0}),
                                        Variant("b", {"weight_decay": 0.05})],

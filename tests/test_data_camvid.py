@@ -102,6 +102,7 @@ def test_nonexistent_root(tmp_path: Path) -> None:
         load_camvid(tmp_path / "camvid_missing")
 
 
+@pytest.mark.slow
 def test_real_camvid() -> None:
     if not (REAL_CAMVID / "trainannot").is_dir():
         pytest.skip(f"real CamVid not found at {REAL_CAMVID} (../shared/data/camvid)")

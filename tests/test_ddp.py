@@ -154,6 +154,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_single_process_weights(runs: Path) -> None:
     single, ddp = _model(runs / "single"), _model(runs / "a0")
     for name, tensor in single.items():  # weights and BatchNorm running statistics
@@ -167,6 +168,7 @@ def test_two_processes_end_with_the_single_process_weights(runs: Path) -> None:
     assert summary["world_size"] == 2 and summary["steps"] == 6
 
 
+@pytest.mark.slow
 def test_a_doubled_decay_would_fail_the_tolerance(runs: Path) -> None:
     # Had the penalty been counted once per rank (gradients summed instead of averaged, or
     # the term's gradient added on top of DDP's mean), the decay would act twice per step:
@@ -176,6 +178,7 @@ def test_a_doubled_decay_would_fail_the_tolerance(runs: Path) -> None:
     assert _max_diff(single, _model(runs / "a0")) < ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_MODES))
 def test_decay_in_the_optimizer_acts_once_per_step_under_ddp(runs: Path, name: str) -> None:
     single, ddp = _model(runs / name), _model(runs / f"{name}_ddp")
@@ -186,6 +189,7 @@ def test_decay_in_the_optimizer_acts_once_per_step_under_ddp(runs: Path, name: s
     assert decay["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_files(runs: Path) -> None:
     assert not (runs / "a1").exists()
     written = {p.name for p in (runs / "a0").iterdir()}
@@ -195,6 +199,7 @@ def test_only_rank_0_writes_files(runs: Path) -> None:
                 if p.name.startswith(".") and p.name != ".lock"]
 
 
+@pytest.mark.slow
 def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_is_exact(
     runs: Path,
 ) -> None:
@@ -211,6 +216,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_is_exact(
     assert len((runs / "b" / "metrics.csv").read_text().strip().splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_on_every_rank(runs: Path) -> None:
     assert [json.loads((runs / f"c_status{r}.json").read_text()) for r in (0, 1)] == \
         ["diverged", "diverged"]
@@ -251,6 +257,7 @@ def test_global_batch_must_divide_by_the_processes(monkeypatch, capsys, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_trains_the_real_model_data_parallel(tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -282,6 +282,7 @@ def _val_epochs(run: Path) -> list[int]:
         return [int(r["epoch"]) for r in csv.DictReader(fh) if r["val_miou"]]
 
 
+@pytest.mark.slow
 def test_a_long_steps_run_on_a_tiny_dataset_validates_about_twenty_times(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"

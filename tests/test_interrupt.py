@@ -79,6 +79,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Non
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path: Path, reference) -> None:
     out = tmp_path / "run"
     proc = _start(out)
@@ -93,6 +94,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path: Path, refer
     _assert_same_run(_final(out), reference)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_checkpoint_exits_143_and_resumes_exactly(tmp_path: Path,
                                                                  reference) -> None:
     out = tmp_path / "run"

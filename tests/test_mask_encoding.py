@@ -99,6 +99,7 @@ def test_class_ids_with_255_as_ignore_are_not_mistaken_for_binary(tmp_path: Path
     assert data.info.num_classes == 3 and data.info.mask_encoding == "index"
 
 
+@pytest.mark.slow
 def test_check_data_names_the_stray_files_and_exits_2(tmp_path: Path) -> None:
     masks = _binary_masks()
     masks[5][1, 1] = 7

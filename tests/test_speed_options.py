@@ -50,6 +50,7 @@ def _cpu_has_bf16_flags() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+@pytest.mark.slow
 def test_the_real_compile_path_runs_compiled_and_matches_eager(one_torch_thread) -> None:
     torch._dynamo.reset()
     torch.manual_seed(0)

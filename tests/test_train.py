@@ -28,6 +28,7 @@ def _majority_miou(data) -> float:
     return metrics.compute()["miou"]
 
 
+@pytest.mark.slow
 def test_training_on_synthetic_learns_well_above_chance(tmp_path):
     # 48 training images of 64x64, 25 epochs of 6 steps (~25 s on 2 CPU cores). AdamW fits
     # this budget; SGD (the default) needs several times the steps from scratch.

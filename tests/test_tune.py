@@ -433,6 +433,7 @@ def _assert_refit_score_is_its_weights(run: Path, refit: dict) -> None:
     assert refit["miou"] == pytest.approx(float(per_class[present].mean()), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_tune_writes_outputs_and_rerun_repeats_nothing(tmp_path):
     out = tmp_path / "tune"
     cmd = _tune_cmd(out, "--refit", "--pruner", "median", "--tta", "none")
@@ -465,6 +466,7 @@ def _running_trial_with_progress(db: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_retried_without_duplicates(tmp_path):
     out = tmp_path / "tune"
     cmd = _tune_cmd(out, "--heartbeat", "1")
@@ -483,6 +485,7 @@ def test_killed_worker_trial_is_failed_and_retried_without_duplicates(tmp_path):
     assert _completed_per_lambda(out / "tune.json") == {0.0: 1, 0.1: 1, 1.0: 1}
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
     with postgres_server() as url:
         out_a, out_b = tmp_path / "a", tmp_path / "b"
@@ -515,6 +518,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
         assert "***" in json.loads((out / "tune.json").read_text())["storage"]
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_recorded_as_failed_and_the_study_still_chooses(tmp_path):
     # Coupled SGD (legal at any lambda: it is the L2 gradient) with lr·lambda = 0.05 x 1e5
     # multiplies the decayed weights by about 1 - 5000 on the first step: the weight norm
@@ -551,6 +555,7 @@ def _journal_running_with_progress(path: Path) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 
+@pytest.mark.slow
 def test_local_workers_on_a_journal_file_and_a_killed_worker_is_retried(tmp_path):
     out = tmp_path / "tune"
     journal = out / "study.journal"
@@ -964,6 +969,7 @@ def test_compute_of_step_budget_fits_counts_the_epochs_they_run(tmp_path):
     assert payload["compute"]["epochs_full_grid"] == 12 and payload["compute"]["fraction"] == 1
 
 
+@pytest.mark.slow
 def test_a_refit_of_another_recipe_goes_beside_the_kept_one(tmp_path, monkeypatch):
     """A rerun with the same recipe reuses the kept refit (trains nothing); one at another
     budget trains into refit-2 and leaves the first untouched; both are reused after."""

@@ -103,6 +103,7 @@ def test_class_weights_on_a_loss_without_them_are_skipped() -> None:
     assert skip_reason({"loss": "lovasz"}, base) is None
 
 
+@pytest.mark.slow
 def test_tune_over_lambda_loss_and_class_weights_reports_each_part(tmp_path: Path) -> None:
     out = tmp_path / "tune"
     rc = main(["tune", "--data", TINY, "--out", str(out), "--grid", "0,1e-3",
