@@ -22,6 +22,7 @@ from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.studies.tune.trials import trial_decay
 from segdecay.training import Log, train
+from segdecay.training.defaults import steps_per_epoch
 
 REFIT_NOTE = ("The refit trains on all K folds' images with the fold fits' lambda, epochs "
               "and batch size, so it takes about K/(K-1) times their optimizer steps per "
@@ -116,7 +117,7 @@ def _budget_transfer(base: TrainConfig, config: TrainConfig, choice: dict, lam: 
     if not (options.refit_steps or options.refit_epochs or options.refit_size) or not fold_steps:
         return None
     fit_total = run_steps(base, fold_steps)
-    refit_total = run_steps(config, max(1, n_train // min(config.batch_size, n_train)))
+    refit_total = run_steps(config, steps_per_epoch(n_train, config.batch_size))
     moved = transferred_lambda(lam, fit_total, refit_total)
     used = moved if options.refit_lambda == "transfer" else lam
     mode, lr = trial_decay({"decay_mode": choice["decay_mode"], "lr": choice["lr"]}, base)

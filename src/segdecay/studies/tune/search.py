@@ -29,6 +29,7 @@ from segdecay.studies.tune.storage import open_storage
 from segdecay.studies.tune.trials import trial_decay
 from segdecay.studies.workers import dead_local_worker, worker_id
 from segdecay.training import Log, train
+from segdecay.training.defaults import steps_per_epoch
 
 
 def _sampler(options: TuneOptions) -> optuna.samplers.BaseSampler:
@@ -115,15 +116,14 @@ def config_overrides(params: dict[str, Any], base: TrainConfig,
 
 def fit_steps_per_epoch(fits, batch_size: int) -> float:
     """Mean optimizer steps per epoch of the CV fits (as the training loop counts them)."""
-    steps = [max(1, len(d.train) // min(batch_size, len(d.train))) for _, _, d in fits]
+    steps = [steps_per_epoch(len(d.train), batch_size) for _, _, d in fits]
     return sum(steps) / len(steps)
 
 
 def fit_epochs(base: TrainConfig, data) -> int:
     """Epochs one CV fit runs, as the training loop counts them (``--steps`` included)."""
-    n = len(data.train)
-    steps_per_epoch = max(1, n // min(base.batch_size, n))
-    return math.ceil((base.steps or base.epochs * steps_per_epoch) / steps_per_epoch)
+    per_epoch = steps_per_epoch(len(data.train), base.batch_size)
+    return math.ceil((base.steps or base.epochs * per_epoch) / per_epoch)
 
 
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
