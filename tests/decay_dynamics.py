@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from segdecay.decay import build_optimizer, regularization_term
+from segdecay.decay import build_optimizer, param_groups, regularization_term
 
 
 def torch_schedule(optimizer: torch.optim.Optimizer, total: int, schedule: str,
@@ -66,7 +66,7 @@ def log_ratios(optimizer: str, mode: str, lr: float, lam: float, steps: int, *,
     layer = nn.Linear(4, 4, bias=False)
     with torch.no_grad():
         layer.weight.fill_(1.0)
-    opt = build_optimizer(layer, optimizer, lr, lam, mode, momentum=momentum)
+    opt = build_optimizer(param_groups(layer, lam), optimizer, lr, mode, momentum=momentum)
     scheduler = torch_schedule(opt, steps, schedule, warmup)
     history = pure_decay(opt, steps, scheduler=scheduler,
                          penalty_l2=lam if mode == "penalty" else 0.0)

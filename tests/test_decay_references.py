@@ -36,7 +36,7 @@ def _timm_groups(model: nn.Module, lam: float) -> list[dict]:
 def test_sgdw_under_a_changing_lr_matches_timm_sgdw(schedule, warmup):
     lr, lam, steps = 0.2, 0.5, 12
     ours, ref = _net(), _net()
-    opt = build_optimizer(ours, "sgd", lr, lam, "decoupled", momentum=0.9)
+    opt = build_optimizer(param_groups(ours, lam), "sgd", lr, "decoupled", momentum=0.9)
     sched = build_scheduler(opt, steps, schedule, warmup)
     ref_opt = TimmSGDW(_timm_groups(ref, lam), lr=lr, momentum=0.9)
     ref_sched = build_scheduler(ref_opt, steps, schedule, warmup)  # same lr at every step
@@ -53,7 +53,7 @@ def test_sgdw_under_a_changing_lr_matches_timm_sgdw(schedule, warmup):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
     # and the decay mattered: without it the weights end elsewhere
     plain = _net()
-    plain_opt = build_optimizer(plain, "sgd", lr, 0.0, "decoupled", momentum=0.9)
+    plain_opt = build_optimizer(param_groups(plain, 0.0), "sgd", lr, "decoupled", momentum=0.9)
     plain_sched = build_scheduler(plain_opt, steps, schedule, warmup)
     for step in range(steps):
         plain_opt.zero_grad()
@@ -66,7 +66,7 @@ def test_sgdw_under_a_changing_lr_matches_timm_sgdw(schedule, warmup):
 def test_l1_under_adamw_is_adamw_on_the_loss_plus_alpha_abs_w():
     lr, lam, alpha, steps = 0.01, 0.1, 0.05, 8
     ours, ref = _net(), _net()
-    opt = build_optimizer(ours, "adamw", lr, lam)
+    opt = build_optimizer(param_groups(ours, lam), "adamw", lr)
     ref_opt = torch.optim.AdamW(_timm_groups(ref, lam), lr=lr)
     for step in range(steps):
         opt.zero_grad()

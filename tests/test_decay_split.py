@@ -126,16 +126,17 @@ def _tiny() -> nn.Module:
 
 def test_decoupled_decay_refuses_a_step_that_would_flip_the_weights_sign():
     with pytest.raises(UserError, match=r"--lr 0.1 x --weight-decay 10 = 1 >= 1"):
-        build_optimizer(_tiny(), "sgd", 0.1, 10.0, "decoupled")
+        build_optimizer(param_groups(_tiny(), 10.0), "sgd", 0.1, "decoupled")
     with pytest.raises(UserError, match=re.escape(
             r"--lr 0.1 x lambda of group rule:^2\.=2 (--weight-decay x its multiplier) 12")):
-        build_optimizer(_tiny(), "sgd", 0.1, 6.0, "decoupled", rules=[r"^2\.=2"])
-    assert isinstance(build_optimizer(_tiny(), "sgd", 0.1, 9.99, "decoupled"), SGDW)
+        build_optimizer(param_groups(_tiny(), 6.0, rules=[r"^2\.=2"]), "sgd", 0.1, "decoupled")
+    assert isinstance(build_optimizer(param_groups(_tiny(), 9.99), "sgd", 0.1, "decoupled"), SGDW)
     with pytest.raises(UserError, match=r"--lr 0.1 x --weight-decay 10 = 1 >= 1"):
-        build_optimizer(_tiny(), "adamw", 0.1, 10.0)  # AdamW's step is the same product
+        # AdamW's step is the same product
+        build_optimizer(param_groups(_tiny(), 10.0), "adamw", 0.1)
     # coupled decay is a gradient term, not a multiplication by 1 - lr·lambda
-    build_optimizer(_tiny(), "sgd", 0.1, 10.0, "coupled")
-    build_optimizer(_tiny(), "adam", 0.1, 10.0, "coupled")
+    build_optimizer(param_groups(_tiny(), 10.0), "sgd", 0.1, "coupled")
+    build_optimizer(param_groups(_tiny(), 10.0), "adam", 0.1, "coupled")
 
 
 def test_tune_refuses_a_decoupled_grid_that_flips_signs_before_any_trial():

@@ -34,7 +34,7 @@ from segdecay.runs import evaluate_run, predict_paths
 from segdecay.runs.folder import load_run
 from segdecay.studies.compare.per_image import score_images
 from segdecay.training import train
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import Scoring, evaluate_split
 
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=2,
                    batch_size=4, optimizer="adamw", lr=2e-3, class_weights="inverse",
@@ -168,7 +168,7 @@ def test_a_run_chooses_t_on_val_as_the_sweep_does_by_hand(adjusted_run: Path):
     for t in TAUS:
         bias = logit_bias(t, decision["log_prior"])
         result, _ = evaluate_split(model, data.val, meta["num_classes"], config, dev,
-                                   logit_bias=bias)
+                                   scoring=Scoring(logit_bias=bias))
         by_hand[t] = result["miou"]
     best = choose_tau(by_hand)
     assert decision["best_val_tau"] == best

@@ -135,7 +135,7 @@ def test_one_sgd_step_is_w_minus_lr_grad_plus_lambda_w():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _data_loss(model, 0).backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    opt = build_optimizer(model, "sgd", lr, lam, "coupled", momentum=0.0)
+    opt = build_optimizer(param_groups(model, lam), "sgd", lr, "coupled", momentum=0.0)
     opt.step()
     for n, p in model.named_parameters():
         decayed = p.ndim >= 2
@@ -147,8 +147,8 @@ def test_one_sgd_step_is_w_minus_lr_grad_plus_lambda_w():
 def test_penalty_and_coupled_give_identical_sgd_trajectories(momentum, nesterov):
     name = "sgd-nesterov" if nesterov else "sgd"
     a, b = _model(), _model()
-    opt_a = build_optimizer(a, name, 0.05, 0.2, "penalty", momentum=momentum)
-    opt_b = build_optimizer(b, name, 0.05, 0.2, "coupled", momentum=momentum)
+    opt_a = build_optimizer(param_groups(a, 0.2), name, 0.05, "penalty", momentum=momentum)
+    opt_b = build_optimizer(param_groups(b, 0.2), name, 0.05, "coupled", momentum=momentum)
     assert all(g["weight_decay"] == 0 for g in opt_a.param_groups)
     _train(a, opt_a, 6, penalty=0.2)
     _train(b, opt_b, 6)
@@ -156,13 +156,13 @@ def test_penalty_and_coupled_give_identical_sgd_trajectories(momentum, nesterov)
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
     # and decay did something: a run without it ends elsewhere
     c = _model()
-    _train(c, build_optimizer(c, name, 0.05, 0.0, "coupled", momentum=momentum), 6)
+    _train(c, build_optimizer(param_groups(c, 0.0), name, 0.05, "coupled", momentum=momentum), 6)
     assert not torch.allclose(a.conv.weight, c.conv.weight, atol=1e-4)
 
 
 def test_coupled_matches_torch_sgd_with_weight_decay_on_decay_group_only():
     ours, ref = _model(), _model()
-    opt = build_optimizer(ours, "sgd", 0.05, 0.2, "coupled", momentum=0.9)
+    opt = build_optimizer(param_groups(ours, 0.2), "sgd", 0.05, "coupled", momentum=0.9)
     decay = [p for n, p in ref.named_parameters() if p.ndim >= 2]
     rest = [p for n, p in ref.named_parameters() if p.ndim < 2]
     ref_opt = torch.optim.SGD([{"params": decay, "weight_decay": 0.2},
@@ -175,7 +175,7 @@ def test_coupled_matches_torch_sgd_with_weight_decay_on_decay_group_only():
 
 def test_decoupled_adam_matches_torch_adamw_and_differs_from_coupled_adam():
     ours, ref, coupled = _model(), _model(), _model()
-    opt = build_optimizer(ours, "adam", 0.01, 0.5, "decoupled")
+    opt = build_optimizer(param_groups(ours, 0.5), "adam", 0.01, "decoupled")
     assert isinstance(opt, torch.optim.AdamW)
     decay = [p for p in ref.parameters() if p.ndim >= 2]
     rest = [p for p in ref.parameters() if p.ndim < 2]
@@ -185,7 +185,7 @@ def test_decoupled_adam_matches_torch_adamw_and_differs_from_coupled_adam():
     _train(ref, ref_opt, 8)
     for pa, pb in zip(ours.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(pa, pb)
-    opt_c = build_optimizer(coupled, "adam", 0.01, 0.5, "coupled")
+    opt_c = build_optimizer(param_groups(coupled, 0.5), "adam", 0.01, "coupled")
     assert type(opt_c) is torch.optim.Adam
     _train(coupled, opt_c, 8)
     gap = (coupled.conv.weight - ours.conv.weight).abs().max()
@@ -193,8 +193,9 @@ def test_decoupled_adam_matches_torch_adamw_and_differs_from_coupled_adam():
 
 
 def test_adamw_name_defaults_to_decoupled_and_adam_to_coupled():
-    assert isinstance(build_optimizer(_model(), "adamw", 1e-3, 0.1), torch.optim.AdamW)
-    opt = build_optimizer(_model(), "adam", 1e-3, 0.1)
+    opt = build_optimizer(param_groups(_model(), 0.1), "adamw", 1e-3)
+    assert isinstance(opt, torch.optim.AdamW)
+    opt = build_optimizer(param_groups(_model(), 0.1), "adam", 1e-3)
     assert type(opt) is torch.optim.Adam
     assert opt.param_groups[0]["weight_decay"] == 0.1
 
@@ -202,7 +203,7 @@ def test_adamw_name_defaults_to_decoupled_and_adam_to_coupled():
 def test_sgdw_shrinks_by_lr_lambda_outside_momentum():
     lr, lam, beta = 0.1, 0.3, 0.9
     ours = _model()
-    opt = build_optimizer(ours, "sgd", lr, lam, "decoupled", momentum=beta)
+    opt = build_optimizer(param_groups(ours, lam), "sgd", lr, "decoupled", momentum=beta)
     assert isinstance(opt, SGDW)
     # reference by hand: v <- beta v + g ; w <- w - lr*lam*w - lr*v
     ref = _model()
@@ -224,8 +225,8 @@ def test_sgdw_shrinks_by_lr_lambda_outside_momentum():
 
 def test_sgdw_without_momentum_equals_coupled_sgd():
     a, b = _model(), _model()
-    _train(a, build_optimizer(a, "sgd", 0.05, 0.2, "decoupled", momentum=0.0), 5)
-    _train(b, build_optimizer(b, "sgd", 0.05, 0.2, "coupled", momentum=0.0), 5)
+    _train(a, build_optimizer(param_groups(a, 0.2), "sgd", 0.05, "decoupled", momentum=0.0), 5)
+    _train(b, build_optimizer(param_groups(b, 0.2), "sgd", 0.05, "coupled", momentum=0.0), 5)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
 
@@ -256,7 +257,7 @@ def test_regularization_term_value_by_hand():
 def test_decay_report_tau_and_shrinkage_by_hand():
     model = _model()
     total, per_epoch = 100, 10
-    opt = build_optimizer(model, "adamw", 0.01, 0.05)
+    opt = build_optimizer(param_groups(model, 0.05), "adamw", 0.01)
     report = {g["name"]: g for g in decay_report(opt, "adamw", total_steps=total,
                                                  steps_per_epoch=per_epoch, schedule="constant")}
     d = report["decay"]
@@ -267,7 +268,7 @@ def test_decay_report_tau_and_shrinkage_by_hand():
     assert report["no_decay"]["tau_steps"] is None
     assert report["no_decay"]["integrated_shrinkage"] == 1.0
     # SGD with momentum: coupled decay passes through the buffer, effective lr = lr/(1-beta)
-    opt = build_optimizer(_model(), "sgd", 0.01, 0.05, "coupled", momentum=0.9)
+    opt = build_optimizer(param_groups(_model(), 0.05), "sgd", 0.01, "coupled", momentum=0.9)
     d = decay_report(opt, "sgd", total_steps=total, steps_per_epoch=per_epoch,
                      schedule="poly", momentum=0.9)[0]
     assert d["tau_steps"] == pytest.approx(1 / (0.1 * 0.05))
@@ -303,7 +304,7 @@ def test_integrated_shrinkage_is_what_the_optimizer_does_under_the_schedule(
     poly, +1.7% under cosine). Without the factor 1/(1-beta) those would be 10x off."""
     total = 300
     model = _model()
-    opt = build_optimizer(model, optimizer, lr, lam, mode, momentum=0.9)
+    opt = build_optimizer(param_groups(model, lam), optimizer, lr, mode, momentum=0.9)
     report = {g["name"]: g for g in decay_report(
         opt, optimizer, total_steps=total, steps_per_epoch=30, schedule=schedule,
         warmup_steps=warmup, momentum=0.9)}
@@ -350,10 +351,10 @@ def test_lr_factor_warmup_then_schedules():
 
 def test_state_dict_round_trip_keeps_decay_bookkeeping():
     model = _model()
-    opt = build_optimizer(model, "sgd", 0.1, 0.2, "decoupled")
+    opt = build_optimizer(param_groups(model, 0.2), "sgd", 0.1, "decoupled")
     _train(model, opt, 2)
     clone = copy.deepcopy(model)
-    opt2 = build_optimizer(clone, "sgd", 0.1, 0.2, "decoupled")
+    opt2 = build_optimizer(param_groups(clone, 0.2), "sgd", 0.1, "decoupled")
     opt2.load_state_dict(opt.state_dict())
     assert [g["decoupled_weight_decay"] for g in opt2.param_groups] == [0.2, 0.0]
 
@@ -366,8 +367,9 @@ def test_state_dict_round_trip_keeps_decay_bookkeeping():
 ])
 def test_bad_optimizer_options_name_the_option(kwargs, option):
     args = {"name": "sgd", "lr": 0.1, "weight_decay": 0.1} | kwargs
-    with pytest.raises(UserError, match=option):
-        build_optimizer(_model(), **args)
+    weight_decay = args.pop("weight_decay")
+    with pytest.raises(UserError, match=option):  # lambda is checked where the groups are made
+        build_optimizer(param_groups(_model(), weight_decay), **args)
 
 
 # ------------------------------------------------------------------ lambda <-> tau
@@ -400,8 +402,8 @@ def test_pure_decay_e_folds_in_tau_steps(optimizer, mode, lr, lam):
     from segdecay.decay import lambda_for_tau
 
     layer = nn.Linear(4, 4, bias=False)
-    report = decay_report(build_optimizer(layer, optimizer, lr, lam, mode, momentum=0.9),
-                          optimizer, total_steps=1, steps_per_epoch=50, schedule="constant",
+    opt = build_optimizer(param_groups(layer, lam), optimizer, lr, mode, momentum=0.9)
+    report = decay_report(opt, optimizer, total_steps=1, steps_per_epoch=50, schedule="constant",
                           momentum=0.9)[0]
     assert e_folding_steps(log_ratios(optimizer, mode, lr, lam, 400)) == pytest.approx(
         report["tau_steps"], abs=2)

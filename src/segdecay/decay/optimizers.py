@@ -17,13 +17,9 @@ adam / adamw  decoupled    AdamW (torch AdamW)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import nn
 
 from segdecay.config import DECAY_MODES, OPTIMIZERS
-from segdecay.decay.groups import DecayRule, param_groups
 from segdecay.errors import UserError
 
 
@@ -44,6 +40,10 @@ class SGDW(torch.optim.SGD):
                     torch._foreach_mul_(params, 1.0 - group["lr"] * lam)
         return super().step(closure)
 
+
+# Adam's constants (torch's defaults); a group that sets its own overrides them.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 # Why lr·lambda >= 1 is refused, in every message that refuses it (train and tune).
 SIGN_FLIP = ("decoupled decay (SGDW, AdamW) would multiply the weights by 1 - lr·lambda <= 0 "
@@ -91,24 +91,22 @@ def algorithm_name(optimizer: str, decay_mode: str) -> str:
 
 
 def build_optimizer(
-    model: nn.Module,
+    groups: list[dict],
     name: str,
     lr: float,
-    weight_decay: float,
     decay_mode: str | None = None,
     *,
     momentum: float = 0.9,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    no_decay: str = "ndim<2",
-    rules: Sequence[DecayRule | str] = (),
-    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
-    """A torch optimizer whose parameter groups carry lambda by the chosen decay mode.
+    """A torch optimizer over ``groups`` whose lambda acts by the chosen decay mode.
 
-    Every group keeps ``lambda`` (its configured strength), ``decay_mult`` and ``decay_mode``,
-    so the loss term of ``penalty`` mode and the decay report read them back from
-    ``optimizer.param_groups``.
+    ``groups`` are :func:`~segdecay.decay.groups.param_groups`' resolved split (or groups
+    shaped like it: ``params`` and ``weight_decay``, the group's lambda); they are updated in
+    place and become the optimizer's groups. Every group keeps ``lambda`` (its configured
+    strength), ``decay_mult`` and ``decay_mode``, so the loss term of ``penalty`` mode and
+    the decay report read them back from ``optimizer.param_groups``. ``momentum`` is SGD's;
+    Adam's betas and eps are :data:`ADAM_BETAS` and :data:`ADAM_EPS` unless a group sets its
+    own (torch reads them per group).
     """
     if name not in OPTIMIZERS:
         raise UserError(f"--optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
@@ -117,8 +115,6 @@ def build_optimizer(
         raise UserError(f"--decay-mode '{mode}': choose one of {', '.join(DECAY_MODES)}")
     if lr <= 0:
         raise UserError(f"--lr {lr}: must be > 0")
-    if groups is None:
-        groups = param_groups(model, weight_decay, no_decay=no_decay, rules=rules)
     for g in groups:
         lam = g["weight_decay"]
         if mode == "decoupled":
@@ -138,5 +134,5 @@ def build_optimizer(
         cls = SGDW if mode == "decoupled" else torch.optim.SGD
         return cls(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if mode == "decoupled":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-    return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    return torch.optim.Adam(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)

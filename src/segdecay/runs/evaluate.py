@@ -13,7 +13,7 @@ from segdecay.fileio import write_json
 from segdecay.inference import TTA_GROUPS
 from segdecay.metrics import format_iou_table
 from segdecay.runs.folder import inference_choice, load_run
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import Scoring, evaluate_split
 
 
 def evaluate_run(
@@ -51,8 +51,8 @@ def evaluate_run(
         split = "test" if dataset.test is not None else "val"
     chosen = dataset.split(split)
     started = time.perf_counter()
-    result, _ = evaluate_split(model, chosen, meta["num_classes"], config, dev, logit_bias=bias,
-                               tta=group)
+    result, _ = evaluate_split(model, chosen, meta["num_classes"], config, dev,
+                               scoring=Scoring(logit_bias=bias, tta=group))
     seconds = time.perf_counter() - started
     payload = {"run": str(run), "data": spec, "split": split, "checkpoint": checkpoint,
                "images": len(chosen), "class_names": meta["class_names"],

@@ -9,8 +9,8 @@
 - ``log``, ``divergence``, ``interrupt``, ``hardware``, ``distributed``: what they say.
 """
 
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import Scoring, evaluate_split
 from segdecay.training.log import Log
 from segdecay.training.loop import train
 
-__all__ = ["Log", "evaluate_split", "train"]
+__all__ = ["Log", "Scoring", "evaluate_split", "train"]

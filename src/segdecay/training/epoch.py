@@ -48,17 +48,18 @@ def augmented_batch(
     split: SegSplit,
     idx: torch.Tensor,
     config: TrainConfig,
-    hw: tuple[int, int],
-    gen: torch.Generator,
+    train_size: tuple[int, int],
+    generator: torch.Generator,
     device: torch.device,
-    rows: slice | None = None,
+    rank_rows: slice | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The augmented batch ``idx``, or its ``rows`` (a data-parallel rank's share).
+    """The augmented batch ``idx`` at ``train_size`` (height, width), or its ``rank_rows``
+    (a data-parallel rank's share).
 
-    Every rank augments the whole global batch, so ``gen`` advances on each rank exactly as
-    in a single process (the next epoch's permutation agrees) and each image gets the random
-    transform it would get there; the extra work is a resampling per image, small next to a
-    training step.
+    Every rank augments the whole global batch, so ``generator`` advances on each rank
+    exactly as in a single process (the next epoch's permutation agrees) and each image gets
+    the random transform it would get there; the extra work is a resampling per image, small
+    next to a training step.
     """
     preset = get_preset(config.augment)
     size = parse_size(config.size, "--size")
@@ -68,18 +69,18 @@ def augmented_batch(
     if stacked is not None:
         images, masks = stacked[0][idx].to(device), stacked[1][idx].to(device)
         frac = crop_fraction(crop, size, tuple(images.shape[-2:]))
-        x, m = augment_batch(images, masks, hw, preset, gen, frac, **stats)
+        x, m = augment_batch(images, masks, train_size, preset, generator, frac, **stats)
     else:
         parts = [
             augment_batch(split.images[i][None].to(device), split.masks[i][None].to(device),
-                          hw, preset, gen,
+                          train_size, preset, generator,
                           crop_fraction(crop, size, tuple(split.images[i].shape[-2:])),
                           **stats)
             for i in idx.tolist()
         ]
         x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    if rows is not None:
-        x, m = x[rows], m[rows]
+    if rank_rows is not None:
+        x, m = x[rank_rows], m[rank_rows]
     return x, m
 
 
@@ -89,7 +90,7 @@ def train_step(run: TrainingRun, net: Callable[[torch.Tensor], torch.Tensor],
     config = run.config
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=config.amp):
+    with torch.autocast(run.execution.device.type, dtype=torch.bfloat16, enabled=config.amp):
         logits = net(x)
     logits = logits.float()
     data_loss = run.loss_fn(logits, target)
@@ -110,31 +111,32 @@ def train_step(run: TrainingRun, net: Callable[[torch.Tensor], torch.Tensor],
 def _stop_here(run: TrainingRun, progress: Progress, epoch: int, batch: int, perm, sums,
                count: int, metrics: SegmentationMetrics, signum: int) -> None:
     """Save the exact position inside the epoch, then raise TrainingInterrupted."""
-    ctx = run.ctx
+    ctx, checkpoints = run.execution.ctx, run.execution.checkpoints
     saved = run.checkpoint_state(
         progress, epoch, perm=perm, next_batch=batch,
         epoch_sums=ctx.all_reduce_sum(sums.clone()), epoch_count=count,
         epoch_confusion=ctx.all_reduce_sum(metrics.confusion.clone()))
     if run.main:
-        if run.checkpoints:
+        if checkpoints:
             save_checkpoint(saved, run.out / "last.pt")
         write_metrics_csv(run.out / "metrics.csv", progress.history)
     ctx.barrier()  # no rank exits before last.pt is complete
     raise TrainingInterrupted(signum, str(run.out), f"in epoch {epoch + 1}/{run.epochs} after "
-                              f"step {progress.step}", run.checkpoints)
+                              f"step {progress.step}", checkpoints)
 
 
 def _epoch_start(run: TrainingRun, progress: Progress, metrics: SegmentationMetrics):
     """(permutation, first batch, loss sums, step count): fresh, or where a stop left off."""
-    position = progress.position
+    position, device = progress.position, run.execution.device
     if position is None:
         n = len(run.train_split)
-        return torch.randperm(n, generator=run.gen), 0, torch.zeros(2, device=run.device), 0
+        perm = torch.randperm(n, generator=run.execution.generator)
+        return perm, 0, torch.zeros(2, device=device), 0
     progress.position = None
-    sums = torch.zeros(2, device=run.device)
+    sums = torch.zeros(2, device=device)
     if run.main:  # the saved sums are over all ranks already: count them once
-        sums = position["epoch_sums"].to(run.device)
-        metrics.confusion = position["epoch_confusion"].to(run.device)
+        sums = position["epoch_sums"].to(device)
+        metrics.confusion = position["epoch_confusion"].to(device)
     return position["perm"], position["next_batch"], sums, position["epoch_count"]
 
 
@@ -142,23 +144,26 @@ def train_one_epoch(run: TrainingRun, progress: Progress,
                     net: Callable[[torch.Tensor], torch.Tensor], epoch: int,
                     started: float) -> EpochResult:
     """Every step of epoch ``epoch`` (0-based); ``started`` is its perf_counter start."""
-    ctx, bs = run.ctx, run.batch_size
+    execution = run.execution
+    ctx, bs, log = execution.ctx, execution.batch_size, execution.log
     run.model.train()  # net may be a DDP wrapper or a compiled function of model
-    metrics = SegmentationMetrics(run.data.info.num_classes, IGNORE_INDEX, device=run.device)
+    metrics = SegmentationMetrics(run.data.info.num_classes, IGNORE_INDEX,
+                                  device=execution.device)
     perm, first_batch, sums, count = _epoch_start(run, progress, metrics)
-    bar = run.log.bar(run.steps_per_epoch, f"epoch {epoch + 1}/{run.epochs}")
+    bar = log.bar(run.steps_per_epoch, f"epoch {epoch + 1}/{run.epochs}")
     bar.update(first_batch)
     for b in range(first_batch, run.steps_per_epoch):
         if progress.step >= run.total_steps:
             break
         # Between steps: every rank stops at the same step, if any rank got a signal.
-        signum = ctx.agree_max(run.stop.signum or 0)
+        signum = ctx.agree_max(execution.stop.signum or 0)
         if signum:
             bar.close()
             progress.train_seconds += time.perf_counter() - started
             _stop_here(run, progress, epoch, b, perm, sums, count, metrics, signum)
         x, target = augmented_batch(run.train_split, perm[b * bs: (b + 1) * bs], run.config,
-                                    run.hw, run.gen, run.device, rows=run.rows)
+                                    run.train_size, execution.generator, execution.device,
+                                    rank_rows=execution.rank_rows)
         loss, data_loss, logits = train_step(run, net, x, target)
         progress.step += 1
         count += 1
@@ -166,7 +171,7 @@ def train_one_epoch(run: TrainingRun, progress: Progress,
         sums += step_losses / ctx.world_size if ctx.enabled else step_losses
         metrics.update(logits, target)
         bar.update(1)
-        if run.log.tty and not run.log.quiet:
+        if log.tty and not log.quiet:
             bar.set_postfix(loss=f"{float(loss):.4f}")
     bar.close()
     if ctx.enabled:  # loss sums (means over ranks) and pixel counts of the whole batch

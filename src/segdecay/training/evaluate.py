@@ -8,6 +8,7 @@ agree by construction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,27 +32,14 @@ from segdecay.models import output_stride
 from segdecay.training import distributed
 
 
-@torch.no_grad()
-def evaluate_split(
-    model: nn.Module,
-    split: SegSplit,
-    num_classes: int,
-    config: TrainConfig,
-    device: torch.device,
-    loss_fn: nn.Module | None = None,
-    *,
-    dist: distributed.DistContext | None = None,
-    perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-    logit_bias: Sequence[float] | None = None,
-    tta: str = "none",
-) -> tuple[dict[str, Any], float]:
-    """Metrics over the whole split at label resolution, and the mean loss per image.
+@dataclass(frozen=True)
+class Scoring:
+    """How :func:`evaluate_split` shares, perturbs, decides and reports its pass; the
+    default is a plain argmax pass in one process.
 
     With a data-parallel ``dist``, rank r scores batches r, r+N, ... (each batch computed
     exactly as one process computes it) and the confusion counts and per-batch losses are
-    summed over ranks, so every rank gets the single-process result. ``model`` is the bare
-    model, not its DDP wrapper: ranks run different numbers of batches here.
+    summed over ranks, so every rank gets the single-process result.
 
     ``perturb(x, batch_index)`` changes each normalized input batch before the forward (the
     spectrum's filters and noise); ``on_batch(logits, target)`` sees each batch this rank
@@ -62,7 +50,32 @@ def evaluate_split(
     ``tta`` averages each batch's probabilities over a test-time augmentation group
     (:data:`segdecay.inference.TTA_GROUPS`); the scores are then the log of the averages.
     """
-    ctx = dist or distributed.DistContext()
+
+    dist: distributed.DistContext | None = None
+    perturb: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+    logit_bias: Sequence[float] | None = None
+    tta: str = "none"
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    split: SegSplit,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    loss_fn: nn.Module | None = None,
+    *,
+    scoring: Scoring = Scoring(),
+) -> tuple[dict[str, Any], float]:
+    """Metrics over the whole split at label resolution, and the mean loss per image
+    (0 without ``loss_fn``), scored as ``scoring`` says (:class:`Scoring`).
+
+    ``model`` is the bare model, not its DDP wrapper: under a data-parallel
+    ``scoring.dist`` ranks run different numbers of batches here.
+    """
+    ctx = scoring.dist or distributed.DistContext()
     model.eval()
     metrics = SegmentationMetrics(num_classes, IGNORE_INDEX, device=device)
     eval_hw = parse_size(config.eval_size, "--eval-size")
@@ -76,15 +89,15 @@ def evaluate_split(
             continue
         images, masks = images.to(device), masks.to(device)
         x = normalized_input(images, eval_hw, config.input_mean, config.input_std)
-        if perturb is not None:
-            x = perturb(x, k - 1)
-        logits = tta_logits(model, x, tuple(masks.shape[-2:]), stride, tta,
+        if scoring.perturb is not None:
+            x = scoring.perturb(x, k - 1)
+        logits = tta_logits(model, x, tuple(masks.shape[-2:]), stride, scoring.tta,
                             channels_last=config.channels_last, amp=config.amp)
         target = masks.long()
-        decided = apply_bias(logits, logit_bias)
+        decided = apply_bias(logits, scoring.logit_bias)
         metrics.update(decided, target)
-        if on_batch is not None:
-            on_batch(decided, target)
+        if scoring.on_batch is not None:
+            scoring.on_batch(decided, target)
         if loss_fn is not None:
             batch_losses.append((k - 1, loss_fn(logits, target).detach() * images.shape[0]))
     per_batch = torch.zeros(k, device=device)
@@ -136,8 +149,8 @@ def choose_decision(
     chosen: dict[str, dict[str, Any]] = {}
     for group in groups:
         sweep = DecisionSweep(prior, IGNORE_INDEX, taus)
-        evaluate_split(model, val, num_classes, config, device, dist=ctx, tta=group,
-                       on_batch=sweep.update)
+        evaluate_split(model, val, num_classes, config, device,
+                       scoring=Scoring(dist=ctx, tta=group, on_batch=sweep.update))
         if ctx.enabled:
             for metrics in sweep.metrics.values():
                 ctx.all_reduce_sum(metrics.confusion)

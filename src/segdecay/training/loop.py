@@ -37,12 +37,18 @@ from segdecay.training import distributed
 from segdecay.training.defaults import resolve_defaults
 from segdecay.training.divergence import divergence_reason
 from segdecay.training.epoch import EpochResult, train_one_epoch
-from segdecay.training.evaluate import choose_decision, evaluate_split
+from segdecay.training.evaluate import Scoring, choose_decision, evaluate_split
 from segdecay.training.hardware import compiled_or_eager, resolve_amp, resolve_device
 from segdecay.training.interrupt import TrainingInterrupted, active_stop, stoppable
 from segdecay.training.lock import run_folder_lock
 from segdecay.training.log import Log, epoch_line, write_metrics_csv
-from segdecay.training.setup import TrainingRun, build_run, log_start, write_header
+from segdecay.training.setup import (
+    Execution,
+    TrainingRun,
+    build_run,
+    log_start,
+    write_header,
+)
 from segdecay.training.state import (
     Progress,
     load_checkpoint,
@@ -89,7 +95,7 @@ def train(
     device = distributed.device_for_rank(resolve_device(config.device), config.device, ctx)
     config = replace(config, amp=resolve_amp(config.amp, device))  # config.yaml says which
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     data = data if data is not None else load_dataset_for(config)
     n = len(data.train)
     if n == 0:
@@ -100,8 +106,10 @@ def train(
     local_batch = distributed.local_batch_size(batch_size, requested_batch or batch_size, n,
                                                ctx.world_size)
     with distributed.process_group(ctx, device):
-        run = build_run(config, out, ctx, device, gen, data, batch_size, local_batch, log,
-                        active_stop(), checkpoints, defaults)
+        execution = Execution(ctx=ctx, device=device, generator=generator,
+                              batch_size=batch_size, local_batch=local_batch, log=log,
+                              stop=active_stop(), checkpoints=checkpoints)
+        run = build_run(config, out, data, execution, defaults)
         with run_folder_lock(out, ctx.is_main):  # built and checked: now it may write
             _check_out(out, resume)  # again, under the lock: a run may have finished
             return fit(run, resume=resume, on_epoch=on_epoch)
@@ -109,11 +117,12 @@ def train(
 
 def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[str, Any]:
     """Train a built run to its last epoch (or divergence); the body of :func:`train`."""
+    execution = run.execution
     write_header(run)
     progress = restore(run) if resume else Progress()
-    net = distributed.wrap_model(run.model, run.ctx, run.device)  # DDP for the steps
+    net = distributed.wrap_model(run.model, execution.ctx, execution.device)  # DDP for the steps
     if run.config.compile:
-        net = compiled_or_eager(net, run.log.line)
+        net = compiled_or_eager(net, execution.log.line)
     log_start(run)
     val_result: dict[str, Any] = {}
     for epoch in range(progress.epoch, run.epochs):
@@ -121,7 +130,7 @@ def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[s
         result = train_one_epoch(run, progress, net, epoch, started)
         norm = weight_norm(p for p in run.model.parameters())
         reason = divergence_reason(epoch + 1, result.loss, norm, run.initial_norm, run.config)
-        reason = run.ctx.broadcast(reason)  # rank 0 decides for all, so all stop together
+        reason = execution.ctx.broadcast(reason)  # rank 0 decides for all, so all stop together
         if reason is not None:
             return finish_diverged(run, progress, epoch, result, norm, reason, started)
         row = metrics_row(run, progress, epoch, result, norm)
@@ -131,7 +140,7 @@ def fit(run: TrainingRun, *, resume: bool, on_epoch: EpochHook | None) -> dict[s
         row["seconds"] = progress.train_seconds
         progress.history.append(row)
         save_epoch(run, progress, row)
-        run.log.line(epoch_line(row, run.epochs))
+        execution.log.line(epoch_line(row, run.epochs))
         if on_epoch is not None:
             on_epoch(row)
         stop_if_signalled(run, epoch)
@@ -171,19 +180,21 @@ def restore(run: TrainingRun) -> Progress:
         run.average.load_state_dict(upgrade_state_dict(state["model"]), state["average"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"], run.gen, run.device)
-    ctx, ranks_rng = run.ctx, state.get("rank_rng")
+    execution = run.execution
+    set_rng_state(state["rng"], execution.generator, execution.device)
+    ctx, ranks_rng = execution.ctx, state.get("rank_rng")
     if ctx.enabled:
         if ranks_rng is not None and len(ranks_rng) == ctx.world_size:
-            set_rng_state(ranks_rng[ctx.rank], run.gen, run.device)
+            set_rng_state(ranks_rng[ctx.rank], execution.generator, execution.device)
         else:  # another number of processes: fresh per-rank dropout streams
             torch.manual_seed(distributed.rank_seed(run.config.seed + state["step"], ctx.rank))
     progress = progress_of(state)
     if progress.position is not None:
-        run.log.line(f"resuming {run.out} in epoch {progress.epoch + 1}/{run.epochs} at batch "
-                     f"{progress.position['next_batch'] + 1}/{run.steps_per_epoch}")
+        execution.log.line(f"resuming {run.out} in epoch {progress.epoch + 1}/{run.epochs} "
+                           f"at batch {progress.position['next_batch'] + 1}/"
+                           f"{run.steps_per_epoch}")
     else:
-        run.log.line(f"resuming {run.out} at epoch {progress.epoch}/{run.epochs}")
+        execution.log.line(f"resuming {run.out} at epoch {progress.epoch}/{run.epochs}")
     return progress
 
 
@@ -213,7 +224,8 @@ def validation_due(run: TrainingRun, epoch: int) -> bool:
 def validate(run: TrainingRun) -> tuple[dict[str, Any], float, float]:
     """(val metrics, val mIoU, val loss) of the current weights."""
     result, loss = evaluate_split(run.eval_model, run.data.val, run.data.info.num_classes,
-                                  run.config, run.device, run.loss_fn, dist=run.ctx)
+                                  run.config, run.execution.device, run.loss_fn,
+                                  scoring=Scoring(dist=run.execution.ctx))
     return result, result["miou"], loss
 
 
@@ -222,9 +234,9 @@ def save_epoch(run: TrainingRun, progress: Progress, row: dict[str, Any]) -> Non
     improved = row["val_miou"] is not None and row["val_miou"] > progress.best
     if improved:
         progress.best = row["val_miou"]
-    if improved and run.checkpoints and run.main:
+    if improved and run.execution.checkpoints and run.main:
         save_checkpoint(run.best_state(row["epoch"], progress.best), run.out / "best.pt")
-    if run.checkpoints:
+    if run.execution.checkpoints:
         saved = run.checkpoint_state(progress, row["epoch"])  # every rank: gathers RNG states
         if run.main:
             save_checkpoint(saved, run.out / "last.pt")
@@ -234,10 +246,11 @@ def save_epoch(run: TrainingRun, progress: Progress, row: dict[str, Any]) -> Non
 
 def stop_if_signalled(run: TrainingRun, epoch: int) -> None:
     """After rank 0 wrote the epoch's checkpoint (it resumes exactly); agreed by all ranks."""
-    signum = run.ctx.agree_max(run.stop.signum or 0)
+    execution = run.execution
+    signum = execution.ctx.agree_max(execution.stop.signum or 0)
     if signum and epoch + 1 < run.epochs:
         raise TrainingInterrupted(signum, str(run.out), f"after epoch {epoch + 1}/{run.epochs}",
-                                  run.checkpoints)
+                                  execution.checkpoints)
 
 
 def finish_diverged(run: TrainingRun, progress: Progress, epoch: int, result: EpochResult,
@@ -260,12 +273,13 @@ def finish_diverged(run: TrainingRun, progress: Progress, epoch: int, result: Ep
 
 def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> dict[str, Any]:
     """Score the final weights (val, and a clean pass over train), write summary and report."""
-    info, ctx = run.data.info, run.ctx
+    info, device, log = run.data.info, run.execution.device, run.execution.log
+    over_ranks = Scoring(dist=run.execution.ctx)
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
         val_result, _ = evaluate_split(run.eval_model, run.data.val, info.num_classes,
-                                       run.config, run.device, dist=ctx)
+                                       run.config, device, scoring=over_ranks)
     train_clean, _ = evaluate_split(run.eval_model, run.train_split, info.num_classes,
-                                    replace(run.config, eval_size=None), run.device, dist=ctx)
+                                    replace(run.config, eval_size=None), device, scoring=over_ranks)
     decision = decide(run)
     history = progress.history
     summary = run.summary(
@@ -283,11 +297,11 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
         if decision:
             write_json(run.out / DECISION_FILE, decision)
         write_json(run.out / "summary.json", summary)
-        write_train_report(run.out, history, summary, run.decay, info.class_names)
-    run.log.line(format_iou_table(val_result, info.class_names))
+        write_train_report(run.out, history, summary, run.decay_by_group, info.class_names)
+    log.line(format_iou_table(val_result, info.class_names))
     if decision:
-        run.log.line(decision_line(decision))
-    run.log.line(f"run folder: {run.out}")
+        log.line(decision_line(decision))
+    log.line(f"run folder: {run.out}")
     return summary
 
 
@@ -297,7 +311,8 @@ def decide(run: TrainingRun) -> dict[str, Any] | None:
     if len(run.data.val) == 0:
         return None
     return choose_decision(run.eval_model, run.data.val, run.data.train.masks,
-                           run.data.info.num_classes, run.config, run.device, dist=run.ctx)
+                           run.data.info.num_classes, run.config, run.execution.device,
+                           dist=run.execution.ctx)
 
 
 def decision_line(decision: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from segdecay.data.base import IGNORE_INDEX, SegSplit
 from segdecay.runs.folder import inference_choice, load_run
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import Scoring, evaluate_split
 
 
 def image_confusions(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -58,6 +58,6 @@ def score_images(run: str | Path, split: SegSplit, num_classes: int,
         per_image.extend(image_miou(image_confusions(logits.argmax(1), target,
                                                      num_classes)).tolist())
 
-    result, _ = evaluate_split(model, split, num_classes, config, device, on_batch=collect,
-                               logit_bias=bias, tta=group)
+    result, _ = evaluate_split(model, split, num_classes, config, device,
+                               scoring=Scoring(on_batch=collect, logit_bias=bias, tta=group))
     return {**result, "per_image_miou": per_image}

@@ -45,7 +45,7 @@ from segdecay.studies.spectrum.measures import (
     split_energy,
 )
 from segdecay.studies.spectrum.options import SpectrumOptions
-from segdecay.training.evaluate import evaluate_split
+from segdecay.training.evaluate import Scoring, evaluate_split
 
 Perturb = Callable[[torch.Tensor, int], torch.Tensor]  # (normalized batch, batch index)
 
@@ -53,7 +53,8 @@ Perturb = Callable[[torch.Tensor, int], torch.Tensor]  # (normalized batch, batc
 def perturbed_miou(model: nn.Module, split, num_classes: int, config, device: torch.device,
                    perturb: Perturb) -> float:
     """Val mIoU when ``perturb`` changes each normalized input batch before the forward."""
-    return evaluate_split(model, split, num_classes, config, device, perturb=perturb)[0]["miou"]
+    return evaluate_split(model, split, num_classes, config, device,
+                          scoring=Scoring(perturb=perturb))[0]["miou"]
 
 
 def _noise_perturb(band: tuple[float, float], eps: float, seed: int) -> Perturb:
@@ -98,7 +99,8 @@ def clean_pass(model: nn.Module, split, num_classes: int, config, device: torch.
                 profiles[name] = profiles[name] + prof if name in profiles else prof
             state["maps"] += num_classes
 
-    result, _ = evaluate_split(model, split, num_classes, config, device, on_batch=spectra)
+    result, _ = evaluate_split(model, split, num_classes, config, device,
+                               scoring=Scoring(on_batch=spectra))
     maps, freqs = state["maps"], state["freqs"]
     pred_prof, gt_prof = profiles.get("pred"), profiles.get("gt")
     if not maps:
