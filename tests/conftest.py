@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -20,3 +22,13 @@ def one_torch_thread():
 def private_decode_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own decoded-dataset cache, never the user's ~/.cache."""
     monkeypatch.setenv("SEGDECAY_CACHE", str(tmp_path_factory.mktemp("decode-cache")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_fsync():
+    """Atomic writes keep their order (temp file, rename) but skip the flush to disk: a test
+    cannot observe durability, and the tiny runs' checkpoints (100-230 MB each, one per
+    epoch) would spend seconds in fsync. test_untrusted records the fsync calls themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: None)
+        yield
