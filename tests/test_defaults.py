@@ -35,18 +35,18 @@ SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 # ---------------------------------------------------------------- lr and lambda per optimizer
 
 @pytest.mark.parametrize("optimizer, mode, epochs, steps_per_epoch, lr, lam", [
-    # AdamW shrinks by lr·lambda per step; tau = half the run: 1/(1e-3 · 300) and
-    # 1/(1e-3 · 675) for 600 and 30 x 45 = 1350 steps
-    ("adamw", None, 600, 1, 1e-3, 3.33333),
-    ("adamw", None, 30, 45, 1e-3, 1.48148),
+    # AdamW shrinks by lr·lambda per step; tau = the whole run: 1/(1e-3 · 600) and
+    # 1/(1e-3 · 1350) for 600 and 30 x 45 = 1350 steps
+    ("adamw", None, 600, 1, 1e-3, 1.66667),
+    ("adamw", None, 30, 45, 1e-3, 0.740741),
     # SGD passes coupled decay through momentum 0.9: lr_eff = 0.05/0.1 = 0.5
-    ("sgd", None, 600, 1, 0.05, 1 / 150),
-    ("sgd", None, 30, 45, 0.05, 1 / 337.5),
-    ("sgd-nesterov", None, 30, 45, 0.05, 1 / 337.5),
-    ("sgd", "decoupled", 600, 1, 0.05, 1 / 15),  # SGDW: lr_eff = lr = 0.05
+    ("sgd", None, 600, 1, 0.05, 1 / 300),
+    ("sgd", None, 30, 45, 0.05, 1 / 675),
+    ("sgd-nesterov", None, 30, 45, 0.05, 1 / 675),
+    ("sgd", "decoupled", 600, 1, 0.05, 1 / 30),  # SGDW: lr_eff = lr = 0.05
     ("adam", None, 600, 1, 1e-3, 1e-4),  # Adam + L2: no timescale, the conventional value
 ])
-def test_lambda_puts_the_decay_timescale_at_half_the_run(
+def test_lambda_puts_the_decay_timescale_at_the_whole_run(
         optimizer: str, mode: str | None, epochs: int, steps_per_epoch: int, lr: float,
         lam: float) -> None:
     notes: list[str] = []
@@ -72,7 +72,7 @@ def test_a_short_run_keeps_tau_at_least_one_epoch_and_ten_steps() -> None:
 def test_an_explicit_lr_keeps_the_timescale_and_explicit_values_win() -> None:
     notes: list[str] = []
     config = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3, steps=600), 9, notes)
-    assert config.weight_decay == pytest.approx(1 / 0.6, rel=1e-5)  # 1/(2e-3 · 300)
+    assert config.weight_decay == pytest.approx(1 / 1.2, rel=1e-5)  # 1/(2e-3 · 600)
     assert [n.split()[0] for n in notes] == ["lambda"]
     notes = []
     config = optimizer_defaults(TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=0.0), 9,

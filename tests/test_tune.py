@@ -1011,11 +1011,11 @@ def _rule_row(number: int, lam: float, scores: list[float]) -> TrialRow:
                       fold_scores=scores)
 
 
-def test_the_rule_point_is_half_the_fits_run_in_tau() -> None:
+def test_the_rule_point_is_the_fits_whole_run_in_tau() -> None:
     base = TrainConfig(optimizer="adamw", lr=1e-3, epochs=10)
-    # 10 epochs of 4 steps: tau = max(40 / 2, 4, 10) = 20 steps = 5 epochs; 1/(1e-3 · 20)
-    assert rule_point(base, TuneOptions(grid=[0.1]), 4) == pytest.approx(50.0)
-    assert rule_point(base, TuneOptions(tau_grid=[1.0]), 4) == pytest.approx(5.0)
+    # 10 epochs of 4 steps: tau = max(40, 4, 10) = 40 steps = 10 epochs; 1/(1e-3 · 40)
+    assert rule_point(base, TuneOptions(grid=[0.1]), 4) == pytest.approx(25.0)
+    assert rule_point(base, TuneOptions(tau_grid=[1.0]), 4) == pytest.approx(10.0)
     grid = with_rule_point(TuneOptions(grid=[0.1, 100.0]), 50.0).grid
     assert grid == [0.1, 50.0, 100.0]
     assert with_rule_point(TuneOptions(tau_grid=[2.0, 5.0]), 5.0).tau_grid == [2.0, 5.0]
@@ -1045,11 +1045,11 @@ RULE_LOSS = {0.0: 0.004, 1e-3: 0.0, 1e-2: 0.002}
 
 
 def _scripted_rule_train(config, out, *, data, log, on_epoch, checkpoints):
-    """As _scripted_train over RULE_LOSS, with the rule's lambda (100 on TINY, below) at
+    """As _scripted_train over RULE_LOSS, with the rule's lambda (62.5 on TINY, below) at
     the loss RULE_LOSS_AT_RULE["loss"] and any lambda a random search draws at 0.01."""
     f = int(Path(out).name.split("f")[-1])
     lam = config.weight_decay
-    loss = RULE_LOSS_AT_RULE["loss"] if lam == 100.0 else RULE_LOSS.get(lam, 0.01)
+    loss = RULE_LOSS_AT_RULE["loss"] if lam == 62.5 else RULE_LOSS.get(lam, 0.01)
     score = FOLD_LEVEL[f] - loss
     for epoch in range(1, config.epochs + 1):
         on_epoch({"epoch": epoch, "val_miou": score})
@@ -1064,8 +1064,8 @@ RULE_LOSS_AT_RULE = {"loss": 0.0}
 def test_a_grid_tune_scores_the_rules_lambda_and_says_whether_the_search_beat_it(
         tmp_path, monkeypatch, rule_loss, beat):
     """TINY's 3-fold fits train on 8 images in batches of 4: 2 steps an epoch, 16 steps in 8
-    epochs; the rule's tau is max(16/2, 2, 10) = 10 steps, so AdamW's lambda is
-    1/(1e-3 x 10) = 100, a grid point of its own beside the searched three. Every fold's
+    epochs; the rule's tau is max(16, 2, 10) = 16 steps, so AdamW's lambda is
+    1/(1e-3 x 16) = 62.5, a grid point of its own beside the searched three. Every fold's
     difference from the best searched lambda (1e-3) is exactly rule_loss."""
     import segdecay.studies.tune.search as search
     from segdecay.studies.tune import run_tune
@@ -1076,18 +1076,18 @@ def test_a_grid_tune_scores_the_rules_lambda_and_says_whether_the_search_beat_it
     payload = run_tune(base, TuneOptions(grid=sorted(RULE_LOSS), folds=3, pruner="none"),
                        tmp_path / "tune", quiet=True)
     lams = sorted(t["weight_decay"] for t in payload["trials"])
-    assert lams == [0.0, 1e-3, 1e-2, 100.0]
+    assert lams == [0.0, 1e-3, 1e-2, 62.5]
     check = payload["rule_check"]
-    assert check["value"] == 100.0 and check["beat"] is beat
+    assert check["value"] == 62.5 and check["beat"] is beat
     if beat:
         assert check["best_searched"] == 1e-3
         assert check["difference"] == pytest.approx(0.05) and check["se"] == pytest.approx(0)
-        assert ("the best searched lambda, 0.001, beat the rule's lambda 100 beyond the "
+        assert ("the best searched lambda, 0.001, beat the rule's lambda 62.5 beyond the "
                 "paired band: +0.0500 mIoU") in check["sentence"]
         assert "96 fit-epochs, 12.0 fits" in check["sentence"]  # 4 points x 3 folds x 8
     else:
         assert check["difference"] == pytest.approx(-0.01)
-        assert "did not beat the rule's lambda 100" in check["sentence"]
+        assert "did not beat the rule's lambda 62.5" in check["sentence"]
     report = (tmp_path / "tune" / "report.html").read_text()
     assert "Check on the default rule: the best searched lambda, 0.001" in report
 
@@ -1104,7 +1104,7 @@ def test_a_random_search_runs_the_rules_lambda_first_and_once(tmp_path, monkeypa
                           pruner="none")
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
     numbers = {t["number"]: t["weight_decay"] for t in payload["trials"]}
-    assert len(numbers) == 3 and numbers[0] == 100.0
+    assert len(numbers) == 3 and numbers[0] == 62.5
     assert all(1e-4 <= numbers[n] <= 1e-2 for n in (1, 2))
     again = run_tune(base, options, tmp_path / "tune", quiet=True)
     assert len(again["trials"]) == 3 and "rule_check" in again

@@ -114,7 +114,7 @@ class TrainConfig:
     # regularization
     weight_decay: float | None = option(
         None, "lambda in L = L_data + (lambda/2)·sum(w^2); unset: the lambda whose decay "
-        "timescale tau = 1/(lr_eff·lambda) is half the run's steps (any optimizer; 1e-4 "
+        "timescale tau = 1/(lr_eff·lambda) is the run's length in steps (any optimizer; 1e-4 "
         "for Adam + L2, which has no timescale)")
     decay_mode: str | None = option(None, "penalty (loss) | coupled (grad) | decoupled "
                                     "(shrink)", choices=DECAY_MODES)

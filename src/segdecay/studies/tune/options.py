@@ -124,7 +124,7 @@ class TuneOptions:
                                "so tau stays the same fraction of the run; same: keep the "
                                "CV's lambda", choices=REFIT_LAMBDAS)
     rule_point: bool = option(True, "also score the lambda of segdecay's default rule (tau "
-                              "half the fits' run) on the same fits, and say whether any "
+                              "the fits' whole run) on the same fits, and say whether any "
                               "searched lambda beat it beyond the paired band, by how much, "
                               "at what compute", default_text="on")
     storage: str | None = option(None, "sqlite:///FILE | journal:FILE | "

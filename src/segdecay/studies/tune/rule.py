@@ -1,7 +1,7 @@
 """The default's lambda as a point of every tune, and whether the search beat it.
 
-segdecay's default lambda puts the decay timescale tau = 1/(lr_eff·lambda) at half the run
-(:mod:`segdecay.decay.defaults`). A tune scores that lambda beside the searched ones, on
+segdecay's default lambda puts the decay timescale tau = 1/(lr_eff·lambda) at the run's
+length (:mod:`segdecay.decay.defaults`). A tune scores that lambda beside the searched ones, on
 the same fits, so its answer can be read as a check on the rule: did any searched lambda
 beat the rule's beyond the paired band (one paired SE), by how much, and at what compute?
 """

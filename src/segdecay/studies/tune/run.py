@@ -119,7 +119,7 @@ def announce(options: TuneOptions, url: str, rule: float | None, chosen_by_defau
         say(MID_SCHEDULE_BIAS.format(pruner=options.pruner))
     if rule is not None:
         name = "tau" if options.tau_grid else "lambda"
-        say(f"the default rule's {name} {rule:g} (tau half the fits' run) is scored beside "
+        say(f"the default rule's {name} {rule:g} (tau the fits' whole run) is scored beside "
             f"the searched ones")
 
 
