@@ -17,7 +17,10 @@ from segdecay.training import train
 from segdecay.training.averaging import WeightAverage, horizon_steps
 from segdecay.training.state import load_checkpoint
 
+# A small timm encoder: these tests check the average's bookkeeping and its exact resume,
+# not capacity, and ResNet-18 costs them 3-4x the time.
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=4,
+                   encoder="tu-mobilenetv3_small_050",
                    batch_size=4, augment="light", optimizer="adamw", lr=2e-3, ema=0.5,
                    decision="argmax", tta="none")
 

@@ -28,7 +28,8 @@ SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"  # 2 steps per epoch at ba
 STEPS_PER_EPOCH = 2
 EPOCHS = 3
 ARGS = ["--data", SPEC, "--epochs", str(EPOCHS), "--batch-size", "4", "--device", "cpu",
-        "--dropout", "0.2", "--augment", "light", "--quiet"]
+        "--dropout", "0.2", "--augment", "light", "--quiet",
+        "--encoder", "tu-mobilenetv3_small_050"]  # small: these tests check stopping, not capacity
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
