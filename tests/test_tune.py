@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import PASSWORD, postgres_server  # noqa: E402
 
 TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
+# for the tunes that really train: they check budgets and bookkeeping, not capacity
+SMALL_ENCODER = "tu-mobilenetv3_small_050"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -863,7 +865,8 @@ def test_refit_records_its_steps_per_epoch_and_shorter_decay_timescale(
     from segdecay.studies.tune.refit import REFIT_NOTE
 
     monkeypatch.setattr(search, "train", _scripted_train)
-    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", optimizer="sgd")
+    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", optimizer="sgd",
+                       encoder=SMALL_ENCODER)
     options = TuneOptions(grid=[1e-2], folds=folds, pruner="none", refit=True,
                           rule_point=False)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)
@@ -888,7 +891,8 @@ def test_a_refit_with_decision_adjusted_is_scored_as_its_run_decides(tmp_path, m
     from segdecay.studies.tune import TuneOptions, run_tune
 
     monkeypatch.setattr(search, "train", _scripted_train)
-    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", decision="adjusted")
+    base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", decision="adjusted",
+                       encoder=SMALL_ENCODER)
     payload = run_tune(base, TuneOptions(grid=[1e-2], folds=2, pruner="none", refit=True,
                                                    rule_point=False),
                        tmp_path / "tune", quiet=True)
@@ -920,7 +924,8 @@ def test_tune_short_train_long_transfers_lambda_by_tau_fraction(tmp_path, monkey
     from segdecay.studies.tune import TuneOptions, run_tune
 
     monkeypatch.setattr(search, "train", _scripted_train)
-    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", optimizer="sgd")
+    base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", optimizer="sgd",
+                       encoder=SMALL_ENCODER)
     options = TuneOptions(grid=[1e-2], folds=3, pruner="none", refit=True, refit_lambda=rule,
                           rule_point=False,
                           **budget)
@@ -961,7 +966,8 @@ def test_compute_of_step_budget_fits_counts_the_epochs_they_run(tmp_path):
     from segdecay.config import TrainConfig
     from segdecay.studies.tune import TuneOptions, run_tune
 
-    base = TrainConfig(data=TINY, steps=3, batch_size=4, device="cpu")
+    base = TrainConfig(data=TINY, steps=3, batch_size=4, device="cpu",
+                       encoder=SMALL_ENCODER)
     payload = run_tune(base, TuneOptions(grid=[0.0, 0.1], folds=2, pruner="none", rule_point=False),
                        tmp_path / "tune", quiet=True)
     assert payload["epochs_per_fit"] == 3 and payload["fit_epochs_per_trial"] == 6
