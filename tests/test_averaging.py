@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +19,11 @@ from segdecay.training import train
 from segdecay.training.averaging import WeightAverage, horizon_steps
 from segdecay.training.state import load_checkpoint
 
-# A small timm encoder: these tests check the average's bookkeeping and its exact resume,
-# not capacity, and ResNet-18 costs them 3-4x the time.
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=4,
-                   encoder="tu-mobilenetv3_small_050",
+                   encoder=SMALL_ENCODER,
                    batch_size=4, augment="light", optimizer="adamw", lr=2e-3, ema=0.5,
                    decision="argmax", tta="none")
 

@@ -24,12 +24,15 @@ from segdecay.cli import main
 from segdecay.errors import UserError
 from segdecay.training.state import load_checkpoint
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"  # 2 steps per epoch at batch 4
 STEPS_PER_EPOCH = 2
 EPOCHS = 3
 ARGS = ["--data", SPEC, "--epochs", str(EPOCHS), "--batch-size", "4", "--device", "cpu",
         "--dropout", "0.2", "--augment", "light", "--quiet",
-        "--encoder", "tu-mobilenetv3_small_050"]  # small: these tests check stopping, not capacity
+        "--encoder", SMALL_ENCODER]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

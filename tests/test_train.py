@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +16,11 @@ from segdecay.metrics import SegmentationMetrics
 from segdecay.training import train
 from segdecay.training.state import load_checkpoint
 
-# A small timm encoder: these tests check resume, seeds and bookkeeping, not capacity, and
-# ResNet-18's 14M parameters (170 MB checkpoints with AdamW's state) cost them 3-4x the time.
-TINY_ENCODER = "tu-mobilenetv3_small_050"
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=4,
-                   encoder=TINY_ENCODER,
+                   encoder=SMALL_ENCODER,
                    batch_size=4, dropout=0.2, augment="light", optimizer="adamw", lr=2e-3)
 
 

@@ -40,10 +40,9 @@ from segdecay.studies.tune.trials import TrialRow
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import PASSWORD, postgres_server  # noqa: E402
+from small_model import SMALL_ENCODER  # noqa: E402
 
 TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
-# for the tunes that really train: they check budgets and bookkeeping, not capacity
-SMALL_ENCODER = "tu-mobilenetv3_small_050"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
