@@ -15,8 +15,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from segdecay.cli.demo import SGD_DEMO_CONFIG
+from segdecay.config import load_config
 from segdecay.training import Log, train
+
+SGD_RECIPE = load_config(Path(__file__).parent / "recipes" / "synthetic-sgd.yaml")
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
         for lam in lambdas:
             for seed in seeds:
                 out = Path(tmp) / f"wd{lam}_s{seed}"
-                s = train(replace(SGD_DEMO_CONFIG, epochs=40, weight_decay=lam, seed=seed), out,
+                s = train(replace(SGD_RECIPE, epochs=40, weight_decay=lam, seed=seed), out,
                           log=Log(quiet=True))
                 import json
 

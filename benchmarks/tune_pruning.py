@@ -34,22 +34,19 @@ from pathlib import Path
 
 import optuna
 
-from segdecay.cli.demo import DEMO_CONFIG, MEASURED_WITH, SGD_DEMO_CONFIG
-from segdecay.config import TrainConfig
+from segdecay.config import TrainConfig, load_config
 from segdecay.studies.tune import TuneOptions, parse_grid, run_tune
 from segdecay.studies.tune.search import make_pruner, reports_per_fold
 from segdecay.studies.tune.selection import select_lambda, select_paired
 from segdecay.studies.tune.storage import resolve_storage_url
 
-# camvid-reduced: the reduced CamVid tune of docs/results.md (the classic SGD recipe, 96x128,
-# light augmentation, 10 epochs), for --data camvid:../shared/data/camvid. Every recipe pins
-# the options its figures were measured with (the demo's MEASURED_WITH: CE, ImageNet
-# statistics, argmax) and the classic recipe's optimizer and batch.
-CLASSIC = {"optimizer": "sgd", "batch_size": 8}
-RECIPES = {"default": TrainConfig(**CLASSIC, **MEASURED_WITH), "demo": SGD_DEMO_CONFIG,
-           "demo-adamw": DEMO_CONFIG,
-           "camvid-reduced": TrainConfig(size=[96, 128], eval_size=[96, 128], epochs=10,
-                                         **CLASSIC, **{**MEASURED_WITH, "augment": "light"})}
+# Each recipe pins the options its figures were measured with (benchmarks/recipes/*.yaml say
+# which): demo is the classic SGD recipe at batch 2, demo-adamw the AdamW one, camvid-reduced
+# the reduced CamVid tune (for --data camvid:../shared/data/camvid).
+RECIPE_FILES = {"default": "synthetic-classic.yaml", "demo": "synthetic-sgd.yaml",
+                "demo-adamw": "synthetic-adamw.yaml", "camvid-reduced": "camvid-reduced.yaml"}
+RECIPES = {name: load_config(Path(__file__).parent / "recipes" / file)
+           for name, file in RECIPE_FILES.items()}
 
 
 def recorded_trials(run_dir: Path, options: TuneOptions) -> list[dict]:

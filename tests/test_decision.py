@@ -238,3 +238,15 @@ def test_the_printed_line_names_a_choice_at_the_grids_edge():
     assert "edge" not in decision_line({**row, "tau": -0.4})
     assert "t = 1 (the grid's edge" in decision_line({**row, "tau": 1.0})
     assert "t = -1 (the grid's edge" in decision_line({**row, "tau": -1.0})
+
+
+def test_the_printed_line_counts_the_test_time_passes_in_words():
+    from segdecay.training.loop import decision_line
+
+    row = {"val_miou": 0.6249, "val_miou_argmax": 0.6153, "tau": 0.0}
+    kept_none = {**row, "tta": "none", "tta_passes": 1,
+                 "val_miou_by_tta": {"none": 0.6249, "d4": 0.62}}
+    assert "test-time augmentation none (1 pass per image; d4: 62.00)" in decision_line(kept_none)
+    kept_d4 = {**row, "tta": "d4", "tta_passes": 8,
+               "val_miou_by_tta": {"d4": 0.6249, "none": 0.62}}
+    assert "test-time augmentation d4 (8 passes per image; none: 62.00)" in decision_line(kept_d4)

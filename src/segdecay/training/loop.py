@@ -323,11 +323,13 @@ def decision_line(decision: dict[str, Any]) -> str:
             if decision.get("rule", "adjusted") == "adjusted" else "argmax")
     tta = decision.get("tta", "none")
     by_tta = decision.get("val_miou_by_tta", {})
+    count = decision.get("tta_passes", 1)
+    passes = f"{count} pass{'' if count == 1 else 'es'}"
     if len(by_tta) > 1:
         other = next(g for g in by_tta if g != tta)
-        rule += (f", test-time augmentation {tta} ({decision['tta_passes']} passes per image; "
+        rule += (f", test-time augmentation {tta} ({passes} per image; "
                  f"{other}: {100 * by_tta[other]:.2f})")
     elif tta != "none":
-        rule += f", test-time augmentation {tta} ({decision['tta_passes']} passes per image)"
+        rule += f", test-time augmentation {tta} ({passes} per image)"
     return (f"decision: {rule}, chosen on val: val mIoU {100 * decision['val_miou']:.2f} "
             f"(argmax {100 * decision['val_miou_argmax']:.2f}); evaluate and predict use it")
