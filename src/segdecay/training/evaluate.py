@@ -136,7 +136,7 @@ def choose_decision(
     the t of argmax(logit - t·log prior) under ``--decision adjusted`` (0 under argmax;
     :mod:`segdecay.decision`) and, under ``--tta auto``, whether the augmentation group
     beats the plain pass. Per group, the best t is kept only if its val gain over argmax
-    exceeds one bootstrap SE over the val images (:func:`choose_tau_on_evidence`); the group
+    exceeds two bootstrap SEs over the val images (:func:`choose_tau_on_evidence`); the group
     with the higher val mIoU at its t wins, a tie going to fewer passes. None when there is
     nothing to choose (argmax and no test-time augmentation)."""
     ctx = dist or distributed.DistContext()
