@@ -177,8 +177,11 @@ def main() -> None:
     args = parser.parse_args()
     hw = parse_size(args.size, "--size")
     spec = f"synthetic:size={max(hw)},n_train={args.images},n_val=8,n_test=8"
-    base = TrainConfig(data=spec, size=list(hw), batch_size=args.batch_size, augment="flip",
-                       loss="ce")  # the plain loop's loss
+    # The plain loop's recipe: SGD with coupled decay, CE, flips; nothing decided after the
+    # last epoch (decision, test-time augmentation), which no timed epoch holds anyway.
+    base = TrainConfig(data=spec, size=list(hw), batch_size=args.batch_size, optimizer="sgd",
+                       augment="flip", loss="ce", class_weights="none", decision="argmax",
+                       tta="none")
     data = load_dataset(spec)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"U-Net/{base.encoder}, batch {base.batch_size}, {hw[0]}x{hw[1]}, "
