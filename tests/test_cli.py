@@ -28,10 +28,11 @@ from segdecay.decay import default_decay_mode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from decay_dynamics import e_folding_steps, log_ratios  # noqa: E402
+from small_model import SMALL_ENCODER  # noqa: E402
 
 SYN = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
 SYN_CLASSES = ["background", "disc", "fine_box", "coarse_box", "ellipse", "pole"]
-FAST = ["--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+FAST = ["--epochs", "1", "--batch-size", "4", "--device", "cpu", "--encoder", SMALL_ENCODER]
 RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "decay.json", "last.pt", "best.pt",
              "report.html"]
 
@@ -94,7 +95,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> dict:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         rc = main(["train", "--data", SYN, "--epochs", "2", "--batch-size", "4",
-                   "--device", "cpu", "--out", str(out)])
+                   "--device", "cpu", "--encoder", SMALL_ENCODER, "--out", str(out)])
     assert rc == 0, stderr.getvalue()
     return {"dir": out, "out": stdout.getvalue(), "err": stderr.getvalue()}
 

@@ -25,8 +25,11 @@ from segdecay.studies.compare.statistics import holm, paired_difference
 from segdecay.studies.compare.variants import load_variants, preset_variants
 from segdecay.studies.workers import claim, release
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=6", epochs=2, batch_size=4,
-                   optimizer="sgd")
+                   optimizer="sgd", encoder=SMALL_ENCODER)
 
 
 # ---------------------------------------------------------------- variants

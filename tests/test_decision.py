@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,9 +37,12 @@ from segdecay.studies.compare.per_image import score_images
 from segdecay.training import train
 from segdecay.training.evaluate import Scoring, evaluate_split
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=2,
                    batch_size=4, optimizer="adamw", lr=2e-3, class_weights="inverse",
-                   decision="adjusted", tta="none")
+                   decision="adjusted", tta="none", encoder=SMALL_ENCODER)
 
 
 def test_the_prior_is_laplace_smoothed_shares_and_the_bias_minus_t_log_prior():

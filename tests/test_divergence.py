@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,12 @@ from segdecay.config import TrainConfig
 from segdecay.training import Log, train
 from segdecay.training.divergence import DIVERGENCE_NORM_FACTOR, divergence_reason
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 SPEC = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
-TINY = TrainConfig(data=SPEC, epochs=2, batch_size=4, device="cpu", optimizer="sgd")
+TINY = TrainConfig(data=SPEC, epochs=2, batch_size=4, device="cpu", optimizer="sgd",
+                   encoder=SMALL_ENCODER)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,7 +58,8 @@ def test_exploding_weights_stop_the_run_before_the_loss_turns_nan(tmp_path: Path
 
 def test_cli_exits_3_with_the_reason_on_one_line(tmp_path: Path, capsys) -> None:
     rc = main(["train", "--data", SPEC, "--epochs", "2", "--batch-size", "4", "--device", "cpu",
-               "--optimizer", "sgd", "--lr", "1e30", "--out", str(tmp_path / "run"), "--quiet"])
+               "--optimizer", "sgd", "--lr", "1e30", "--encoder", SMALL_ENCODER,
+               "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == EXIT_DIVERGED == 3
     line, = err.strip().splitlines()

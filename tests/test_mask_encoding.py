@@ -17,6 +17,9 @@ from segdecay.cli import main
 from segdecay.data import load_dataset
 from segdecay.errors import UserError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 
 def _folder(root: Path, masks: list[np.ndarray], suffix: str = ".png") -> Path:
     """train/images + train/masks (and a val split of the first two) from ``masks``."""
@@ -125,7 +128,8 @@ def test_train_refuses_and_records_the_reading_it_was_told(
     assert not (tmp_path / "refused" / "config.yaml").exists()
     run = tmp_path / "run"
     assert main(["train", "--data", f"folder:{root}", "--steps", "1", "--mask-encoding",
-                 "binary", "--tta", "none", "--out", str(run)]) == 0
+                 "binary", "--tta", "none", "--encoder", SMALL_ENCODER, "--out",
+                 str(run)]) == 0
     assert "default mask encoding binary: values >= 128 are class 1 of 2 (as --mask-encoding " \
         "says)" in capsys.readouterr().err
     assert yaml.safe_load((run / "config.yaml").read_text())["mask_encoding"] == "binary"

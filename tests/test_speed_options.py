@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,11 @@ from segdecay import training
 from segdecay.config import TrainConfig
 from segdecay.training.hardware import bf16_native, compiled_or_eager, resolve_amp
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 TINY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=1,
-                   batch_size=4, device="cpu")
+                   batch_size=4, device="cpu", encoder=SMALL_ENCODER)
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:

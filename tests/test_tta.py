@@ -5,6 +5,7 @@ what evaluate and predict use."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from segdecay.config import TrainConfig
 from segdecay.inference import TTA_GROUPS, logits_of_input, tta_logits
 from segdecay.runs import evaluate_run
 from segdecay.training.evaluate import tta_candidates
+
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
 
 
 class PositionAware(nn.Module):
@@ -93,7 +97,8 @@ def test_a_run_chooses_tta_on_val_and_evaluate_uses_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     spec = "synthetic:size=32,n_train=8,n_val=8,n_test=8"
     assert main(["train", "--data", spec, "--steps", "2", "--augment", "d4",
-                 "--decision", "argmax", "--out", str(run), "--quiet"]) == 0
+                 "--encoder", SMALL_ENCODER, "--decision", "argmax", "--out", str(run),
+                 "--quiet"]) == 0
     decision = json.loads((run / "decision.json").read_text())
     by_tta = decision["val_miou_by_tta"]
     assert set(by_tta) == {"none", "d4"} and decision["tau"] == 0.0

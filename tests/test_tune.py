@@ -653,6 +653,33 @@ def _scripted_fit(config, on_epoch, f: int, lam: float, offset: float) -> dict:
             "weight_norm": 1.0}
 
 
+def test_trials_run_with_the_objects_before_the_study_frozen_and_leave_none_frozen(
+        tmp_path, monkeypatch):
+    """The collection after each trial scans only what the trials made: the objects that
+    existed before them are frozen while the fits run, and the freeze is lifted when the
+    search ends."""
+    import gc
+
+    import segdecay.studies.tune.search as search
+    from segdecay.config import TrainConfig
+    from segdecay.studies.tune import TuneOptions, run_tune
+
+    frozen_during_fits = []
+
+    def watching(config, out, **kwargs):
+        frozen_during_fits.append(gc.get_freeze_count())
+        return _scripted_train(config, out, **kwargs)
+
+    monkeypatch.setattr(search, "train", watching)
+    assert gc.get_freeze_count() == 0
+    run_tune(TrainConfig(data=TINY, epochs=1, batch_size=4),
+             TuneOptions(grid=[0.0, 1e-3], folds=2, pruner="none", rule_point=False),
+             tmp_path / "t", quiet=True)
+    assert len(frozen_during_fits) == 4
+    assert all(count > 0 for count in frozen_during_fits)
+    assert gc.get_freeze_count() == 0
+
+
 def test_race_in_a_tune_records_every_decision_and_drops_only_at_whole_fold_scores(
         tmp_path, monkeypatch):
     """Every decision the pruner makes during a tune is recorded: none before a trial has a

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import scipy.stats
@@ -27,6 +29,9 @@ from segdecay.studies.tune.selection import (
     paired_difference,
 )
 from segdecay.training import Log, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
 
 TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
 
@@ -75,7 +80,7 @@ def test_holdout_tune_scores_are_plain_training_runs_on_val(tmp_path):
     are exact). The data are loaded once with the base seed (synthetic data, and a folder's
     carved-out val split, follow the seed), so the repeats differ in training only."""
     base = TrainConfig(data=TINY, epochs=2, batch_size=4, device="cpu", seed=5,
-                       optimizer="adamw", lr=3e-3)
+                       optimizer="adamw", lr=3e-3, encoder=SMALL_ENCODER)
     options = TuneOptions(grid=[0.1], folds=1, holdout=True, repeats=2, pruner="none",
                           rule_point=False)
     payload = run_tune(base, options, tmp_path / "tune", quiet=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +19,9 @@ from segdecay.studies.tune.recipe import part_gains, parts_lines
 from segdecay.studies.tune.search import skip_reason
 from segdecay.studies.tune.selection import paired_difference
 from segdecay.studies.tune.trials import TrialRow
+
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
 
 TINY = "synthetic:size=32,n_train=12,n_val=4,n_test=4"
 
@@ -109,6 +113,7 @@ def test_tune_over_lambda_loss_and_class_weights_reports_each_part(tmp_path: Pat
     rc = main(["tune", "--data", TINY, "--out", str(out), "--grid", "0,1e-3",
                "--loss-grid", "ce,dice", "--class-weights-grid", "none,median", "--folds", "2",
                "--pruner", "none", "--epochs", "1", "--batch-size", "4", "--quiet",
+               "--encoder", SMALL_ENCODER,
                "--no-rule-point"])
     assert rc == 0
     payload = json.loads((out / "tune.json").read_text())

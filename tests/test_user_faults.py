@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,16 @@ from segdecay.cli import main
 from segdecay.fileio import atomic_write_text
 from segdecay.training.lock import run_folder_lock
 
+sys.path.insert(0, str(Path(__file__).parent))
+from small_model import SMALL_ENCODER  # noqa: E402
+
 SYN = "synthetic:size=32,n_train=4,n_val=2,n_test=2"
+SMALL = ("--encoder", SMALL_ENCODER)
 
 
 def _train(tmp_path: Path, *extra: str, out: Path | None = None) -> int:
-    return main(["train", "--data", SYN, "--steps", "1", "--tta", "none", "--out",
-                 str(out or tmp_path / "run"), "--quiet", *extra])
+    return main(["train", "--data", SYN, "--steps", "1", "--tta", "none", *SMALL,
+                 "--out", str(out or tmp_path / "run"), "--quiet", *extra])
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -108,10 +113,10 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode) -> None:
 
 
 def test_a_crop_larger_than_the_images_is_said(tmp_path, capsys) -> None:
-    assert main(["train", "--data", SYN, "--steps", "1", "--tta", "none", "--crop", "64x64",
+    assert main(["train", "--data", SYN, "--steps", "1", "--tta", "none", *SMALL, "--crop", "64x64",
                  "--out", str(tmp_path / "run")]) == 0
     assert ("note: --crop 64x64 is larger than the 32x32 training images: 75% of each "
             "sample is padding") in capsys.readouterr().err
-    assert main(["train", "--data", SYN, "--steps", "1", "--tta", "none", "--crop", "32x32",
+    assert main(["train", "--data", SYN, "--steps", "1", "--tta", "none", *SMALL, "--crop", "32x32",
                  "--out", str(tmp_path / "fits")]) == 0
     assert "padding" not in capsys.readouterr().err
