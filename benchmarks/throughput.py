@@ -13,7 +13,9 @@
    images against how fast the model consumes them, and at each of ``--sizes`` the engine's
    speed and memory in a fresh process: RSS once the data is loaded, and the peak RSS while
    training (the high-water mark is reset after loading; Linux).
-``--parts speed,camvid`` picks the parts to run.
+``--parts`` picks the parts to run: ``speed`` and ``camvid`` by default; ``compile`` adds the
+engine with ``--compile`` (opt-in: inductor compiles for minutes on a CPU, and is slower
+than eager there).
 
 Every figure is images per second; ratios are against the plain loop of this same run.
 """
@@ -37,6 +39,7 @@ from segdecay.config import TrainConfig, parse_size
 from segdecay.data import load_dataset
 from segdecay.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segdecay.decay.defaults import optimizer_defaults
+from segdecay.training.hardware import resolve_amp, resolve_device
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -117,6 +120,34 @@ def engine_speed(config: TrainConfig, data, timed_epochs: int = 2) -> float:
     return (len(data.train) // config.batch_size) * config.batch_size / fastest
 
 
+def speed_settings(config: TrainConfig) -> tuple[bool, bool, bool]:
+    """What a run's speed options resolve to on this machine: channels_last, bf16, compile."""
+    amp = resolve_amp(config.amp, resolve_device(config.device))
+    return bool(config.channels_last), amp, bool(config.compile)
+
+
+def engine_variants(base: TrainConfig, data, with_compile: bool, repeats: int):
+    """(name, img/s) of the engine with its defaults and with each speed option off. A variant
+    that resolves to the settings of one already timed (``--no-amp`` where bf16 autocast is
+    off by default anyway) is said once, not trained again."""
+    speed_options = ["channels_last", "amp"]  # on by default (amp: where bf16 is native)
+    variants = [("segdecay defaults", {})]
+    if with_compile:
+        variants.append(("segdecay defaults + compile", {"compile": True}))
+    variants += [(f"segdecay, {opt} off", {opt: False}) for opt in speed_options]
+    variants += [("segdecay, all speed options off", {o: False for o in speed_options})]
+    timed: dict[tuple[bool, bool, bool], str] = {}
+    for name, change in variants:
+        config = replace(base, **change)
+        settings = speed_settings(config)
+        if settings in timed:
+            print(f"{name:<44} same settings as '{timed[settings]}' here (bf16 autocast is "
+                  f"{'on' if settings[1] else 'off'} by default on this machine)", flush=True)
+            continue
+        timed[settings] = name
+        yield name, engine_speed(config, data, timed_epochs=repeats)
+
+
 def pipeline_speed(config: TrainConfig, data, batches: int = 20) -> float:
     """Images/second the input pipeline delivers: index draw, batch gather, augmentation."""
     from segdecay.training.epoch import augmented_batch
@@ -173,7 +204,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="96x128,192x256,288x384,352x480")
     parser.add_argument("--repeats", type=int, default=2,
                         help="best of N per measurement: N plain loops, N epochs of one run")
-    parser.add_argument("--parts", default="speed,camvid")
+    parser.add_argument("--parts", default="speed,camvid",
+                        help="speed, compile (opt-in: compiling takes minutes on a CPU), "
+                             "camvid (needs --camvid)")
     args = parser.parse_args()
     hw = parse_size(args.size, "--size")
     spec = f"synthetic:size={max(hw)},n_train={args.images},n_val=8,n_test=8"
@@ -195,13 +228,7 @@ def main() -> None:
         plain = max(plain_loop(images, masks, data.info.num_classes, base, steps)
                     for _ in range(args.repeats))
         print(f"{'plain PyTorch loop (NCHW fp32)':<44} {plain:7.2f} img/s   1.00x", flush=True)
-        speed_options = ["channels_last", "amp"]  # on by default (amp: where bf16 is native)
-        variants = [("segdecay defaults", {}),
-                    ("segdecay defaults + compile", {"compile": True})]
-        variants += [(f"segdecay, {opt} off", {opt: False}) for opt in speed_options]
-        variants += [("segdecay, all speed options off", {o: False for o in speed_options})]
-        for name, change in variants:
-            speed = engine_speed(replace(base, **change), data, timed_epochs=args.repeats)
+        for name, speed in engine_variants(base, data, "compile" in parts, args.repeats):
             results[name] = speed
             print(f"{name:<44} {speed:7.2f} img/s {speed / plain:6.2f}x", flush=True)
 

@@ -918,7 +918,7 @@ def test_a_refit_with_decision_adjusted_is_scored_as_its_run_decides(tmp_path, m
 
     monkeypatch.setattr(search, "train", _scripted_train)
     base = TrainConfig(data=TINY, epochs=1, batch_size=4, device="cpu", decision="adjusted",
-                       encoder=SMALL_ENCODER)
+                       tta="none", encoder=SMALL_ENCODER)
     payload = run_tune(base, TuneOptions(grid=[1e-2], folds=2, pruner="none", refit=True,
                                                    rule_point=False),
                        tmp_path / "tune", quiet=True)
