@@ -18,7 +18,8 @@ number of steps, and is scored on the whole test split at label resolution:
   the table says what each default bought; ``--recipe NAME=FILE.yaml`` adds segdecay rows
   from a config file (say, a tune's chosen recipe).
 
-On a CPU without native bf16 (AVX2 only) add ``--no-amp``: emulated bf16 is slower than fp32.
+Every row trains with bf16 autocast where bf16 is native (AVX512-BF16, AMX, a GPU with bf16)
+and in fp32 elsewhere, as ``segdecay train`` does; ``--amp``/``--no-amp`` force it.
 
 CamVid (30 epochs at 192x256, evaluated from 192x256 inputs at the labels' 360x480)::
 
@@ -63,6 +64,7 @@ from segdecay.losses import class_pixel_counts
 from segdecay.runs import evaluate_run
 from segdecay.runs.folder import is_finished, read_summary
 from segdecay.training import Log, train
+from segdecay.training.hardware import resolve_amp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -504,8 +506,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--epochs", type=int, help="epochs of n // batch steps")
     p.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                   help="bf16 autocast for every row")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast for every row (default: where bf16 is native)")
     p.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                    help="peers flip vertically too (default: on for folder: data)")
     p.add_argument("--peer-norm", choices=("imagenet", "per-image"),
@@ -526,7 +528,8 @@ def main() -> None:
         data=args.data, arch=args.arch, encoder=args.encoder, size=size,
         crop=parse_size(args.crop, "--crop"),
         eval_size=parse_size(args.eval_size, "--eval-size") or size,
-        batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, amp=args.amp,
+        batch_size=args.batch_size, epochs=args.epochs, steps=args.steps,
+        amp=resolve_amp(args.amp, torch.device("cpu")),
         vflip=folder if args.vflip is None else args.vflip,
         norm=args.peer_norm or ("per-image" if folder else "imagenet"))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]

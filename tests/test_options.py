@@ -15,7 +15,7 @@ from segdecay.cli.tune import study_inputs
 from segdecay.config import TrainConfig
 from segdecay.errors import UserError
 from segdecay.options import options_from_args
-from segdecay.studies.compare.variants import CompareOptions, Variant
+from segdecay.studies.compare.options import CompareOptions, Variant
 from segdecay.studies.spectrum.options import SpectrumOptions
 from segdecay.studies.tune.options import TuneOptions
 

@@ -37,6 +37,7 @@ TTAS = ("auto", "none", "flip", "d4")  # test-time augmentation: auto is chosen 
 MASK_ENCODINGS = ("auto", "binary", "index")
 RUN_DECISIONS = ("run", "argmax")  # evaluate/predict --decision: the run's own, or plain
 RUN_TTAS = ("run", "none", "flip", "d4")  # evaluate/predict --tta: the run's own, or forced
+SPLITS = ("train", "val", "test")  # the split names every dataset may have
 
 
 def option(default: Any = None, help: str = "", *, choices: tuple[str, ...] = (),

@@ -29,7 +29,6 @@ from segdecay.cli import (
 )
 from segdecay.cli.train import EXIT_DIVERGED
 from segdecay.errors import UserError
-from segdecay.training.interrupt import TrainingInterrupted
 from segdecay.version import __version__
 
 COMMANDS = (train, check_data, download, evaluate, predict, tune, compare, spectrum, demo)
@@ -79,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segdecay`` command."""
     parser = build_parser()
     args = parser.parse_args(negative_values_attached(sys.argv[1:] if argv is None else argv))
+    # Imported once a command runs: the parser (--help, an option error) needs no torch.
+    from segdecay.training.interrupt import TrainingInterrupted
+
     try:
         return args.func(args)
     except UserError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from segdecay.errors import UserError
 from segdecay.options import add_options, add_train_options, config_from_args, options_from_args
-from segdecay.studies.compare.variants import PRESETS, CompareOptions
+from segdecay.studies.compare.options import PRESETS, CompareOptions
 
 
 def add_parser(sub) -> None:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from segdecay.config import TrainConfig
-from segdecay.studies.tune import TuneOptions, run_tune
+from segdecay.studies.tune.options import TuneOptions
 
 # U-Net with a ResNet-10-T encoder (timm; 5 M parameters) from scratch with AdamW (decoupled
 # decay): 10 epochs of batch 2 on a fold's 16 images of 64x64. ResNet-18's 14 M parameters
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(out: Path, quiet: bool = False) -> dict:
     """Tune lambda into ``out`` (replacing an earlier demo there) and print the curve."""
+    from segdecay.studies.tune import run_tune
+
     if (out / "tune.json").exists():
         shutil.rmtree(out)
     payload = run_tune(DEMO_CONFIG, DEMO_TUNE, out, quiet=quiet)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segdecay.config import RUN_DECISIONS, RUN_TTAS
-from segdecay.data.base import SPLITS
+from segdecay.config import RUN_DECISIONS, RUN_TTAS, SPLITS
 
 
 def add_parser(sub) -> None:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import torch
 
 IGNORE_INDEX = 255
-SPLITS = ("train", "val", "test")  # the split names every dataset may have
 
 _R = TypeVar("_R")
 

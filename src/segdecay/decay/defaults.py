@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from segdecay.config import TrainConfig
-from segdecay.decay.optimizers import resolved_decay_mode
+from segdecay.decay.modes import resolved_decay_mode
 from segdecay.decay.timescale import effective_lr
 
 SGD_LR = 0.05

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from segdecay.config import DECAY_MODES, OPTIMIZERS
+from segdecay.decay.modes import SIGN_FLIP, resolved_decay_mode
 from segdecay.errors import UserError
 
 
@@ -45,11 +46,6 @@ class SGDW(torch.optim.SGD):
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
-# Why lr·lambda >= 1 is refused, in every message that refuses it (train and tune).
-SIGN_FLIP = ("decoupled decay (SGDW, AdamW) would multiply the weights by 1 - lr·lambda <= 0 "
-             "each step")
-
-
 def check_decoupled_step(lr: float, lam: float, group: str = "decay") -> None:
     """SGDW and AdamW multiply w by 1 - lr·lambda: at lr·lambda >= 1 that flips or zeroes
     every decayed weight.
@@ -62,21 +58,6 @@ def check_decoupled_step(lr: float, lam: float, group: str = "decay") -> None:
                 f"lambda of group {group} (--weight-decay x its multiplier)")
         raise UserError(f"--lr {lr:g} x {what} {lam:g} = {lr * lam:g} >= 1: {SIGN_FLIP}; "
                         "lower one of them")
-
-
-def default_decay_mode(optimizer: str) -> str:
-    """The mode each optimizer name implies when the user gives none."""
-    return "decoupled" if optimizer == "adamw" else "coupled"
-
-
-def resolved_decay_mode(optimizer: str, *given: str | None) -> str:
-    """The decay mode ``optimizer`` trains with: the first mode given and set (a tune
-    trial's searched mode before its config's), else the optimizer's default. Every unset
-    mode is resolved here, so training, the default lambda and a tune cannot disagree."""
-    for mode in given:
-        if mode:
-            return mode
-    return default_decay_mode(optimizer)
 
 
 def algorithm_name(optimizer: str, decay_mode: str) -> str:

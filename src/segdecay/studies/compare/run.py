@@ -16,8 +16,9 @@ from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
 from segdecay.errors import UserError
 from segdecay.runs.folder import is_finished, read_summary
+from segdecay.studies.compare.options import CompareOptions, Variant
 from segdecay.studies.compare.summary import summarize_compare
-from segdecay.studies.compare.variants import CompareOptions, Variant, run_dir
+from segdecay.studies.compare.variants import run_dir
 from segdecay.studies.workers import claim, printer, release, spawn_workers
 from segdecay.training import Log, train
 from segdecay.training.interrupt import TrainingInterrupted

@@ -8,7 +8,17 @@
 - ``run``: :func:`run_spectrum`, the whole command.
 """
 
-from segdecay.studies.spectrum.options import SpectrumOptions
-from segdecay.studies.spectrum.run import run_spectrum
+from typing import TYPE_CHECKING
+
+from segdecay.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segdecay.studies.spectrum.options import SpectrumOptions
+    from segdecay.studies.spectrum.run import run_spectrum
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "segdecay.studies.spectrum.options": ["SpectrumOptions"],
+    "segdecay.studies.spectrum.run": ["run_spectrum"],
+})
 
 __all__ = ["SpectrumOptions", "run_spectrum"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from segdecay.config import internal, option
-from segdecay.data.base import SPLITS
+from segdecay.config import SPLITS, internal, option
 from segdecay.errors import UserError
 
 # Radial bands of the noise test, in cycles/pixel: thirds of 0..Nyquist (0.5).

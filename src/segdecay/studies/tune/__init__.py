@@ -16,7 +16,17 @@
   summarize, refit, write.
 """
 
-from segdecay.studies.tune.options import TuneOptions, parse_grid, parse_range
-from segdecay.studies.tune.run import run_tune
+from typing import TYPE_CHECKING
+
+from segdecay.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segdecay.studies.tune.options import TuneOptions, parse_grid, parse_range
+    from segdecay.studies.tune.run import run_tune
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "segdecay.studies.tune.options": ["TuneOptions", "parse_grid", "parse_range"],
+    "segdecay.studies.tune.run": ["run_tune"],
+})
 
 __all__ = ["TuneOptions", "parse_grid", "parse_range", "run_tune"]

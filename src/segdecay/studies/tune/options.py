@@ -14,8 +14,7 @@ from segdecay.config import (
     option,
     parse_size,
 )
-from segdecay.decay import resolved_decay_mode
-from segdecay.decay.optimizers import SIGN_FLIP
+from segdecay.decay.modes import SIGN_FLIP, resolved_decay_mode
 from segdecay.errors import UserError
 from segdecay.options import parse_grid
 
