@@ -14,8 +14,9 @@ number of steps, and is scored on the whole test split at label resolution:
   file: only the protocol's budget flags); ``--without PART,...`` adds a row of the defaults
   without one of their training-time parts (``decay``, ``augment``, ``class-weights``,
   ``loss``, ``adamw``: see :data:`WITHOUT`), and every segdecay row is also scored without
-  its decision rule and without its test-time augmentation (the same weights, paired), so
-  the table says what each default bought; ``--recipe NAME=FILE.yaml`` adds segdecay rows
+  its decision rule and without its test-time augmentation (the same weights, paired), and
+  at its final weights instead of its best validation's (the same run), so the table says
+  what each default bought; ``--recipe NAME=FILE.yaml`` adds segdecay rows
   from a config file (say, a tune's chosen recipe).
 
 Every row trains with bf16 autocast where bf16 is native (AVX512-BF16, AMX, a GPU with bf16)
@@ -311,15 +312,15 @@ def train_segdecay(config: TrainConfig, out: Path) -> dict:
         summary = read_summary(out)
     else:
         summary = train(config, out, log=Log(), resume=(out / "last.pt").exists())
-    test = evaluate_run(out, split="test", checkpoint="last", quiet=True)
+    test = evaluate_run(out, split="test", quiet=True)
     row = {"miou": test["miou"], "iou": test["iou"], "dice": test["dice"],
-           "val_miou": summary["final_val_miou"],  # what chooses between our recipes
+           "val_miou": summary.get("val_miou", summary["final_val_miou"]),  # of its answer
            "minutes": summary["train_seconds"] / 60, "steps": summary["steps"],
            "class_names": summary["class_names"]}
     decision = summary.get("decision")
     if decision:  # scored as the run decides; the same weights without each post-hoc part
         def scored(name: str, **how: str) -> dict:
-            return _headline(evaluate_run(out, split="test", checkpoint="last", quiet=True,
+            return _headline(evaluate_run(out, split="test", quiet=True,
                                           out=out / f"eval_test_{name}.json", **how))
         row["decision"] = {"tau": decision["tau"], "tta": decision.get("tta", "none"),
                            "val_miou": decision["val_miou"],
@@ -327,6 +328,8 @@ def train_segdecay(config: TrainConfig, out: Path) -> dict:
                            "argmax": scored("argmax", decision="argmax", tta="none"),
                            "without_decision": scored("no_decision", decision="argmax"),
                            "without_tta": scored("no_tta", tta="none"),
+                           "last_argmax": scored("last_argmax", checkpoint="last",
+                                                 decision="argmax", tta="none"),
                            "test_seconds": test["seconds"]}
     return row
 
@@ -428,7 +431,8 @@ def print_decisions(results: dict[str, list[dict]], binary: bool) -> None:
 
 def print_bought(results: dict[str, list[dict]], binary: bool) -> None:
     """What each default bought, seed by seed on the same seeds: the defaults minus the
-    same weights without the decision rule or the test-time augmentation, and minus each
+    same weights without the decision rule or the test-time augmentation, the same run's
+    final weights instead of its best validation's (both argmax, one pass), and minus each
     ``defaults-without-PART`` row (its own training run)."""
     base = {r["seed"]: r for r in results.get(DEFAULTS_ROW, [])}
     if not base:
@@ -439,6 +443,11 @@ def print_bought(results: dict[str, list[dict]], binary: bool) -> None:
                  for r in base.values() if part in r.get("decision", {})]
         if diffs:
             lines.append((part.replace("_", " ").replace("without ", ""), diffs))
+    diffs = [_score(r["decision"]["argmax"], binary) - _score(r["decision"]["last_argmax"],
+                                                                binary)
+             for r in base.values() if "last_argmax" in r.get("decision", {})]
+    if diffs:  # the checkpoint the run answers with against its final weights, both argmax
+        lines.append(("checkpoint", diffs))
     for name, runs in results.items():
         if name.startswith("defaults-without-"):
             diffs = [_score(base[r["seed"]], binary) - _score(r, binary) for r in runs

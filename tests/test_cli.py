@@ -452,7 +452,7 @@ def test_choices_are_declared_once_with_their_fields() -> None:
                 if f.metadata["choices"]}
     assert set(declared) == {"optimizer", "schedule", "decay_mode", "no_decay", "loss",
                              "class_weights", "augment", "normalize", "decision", "tta",
-                             "mask_encoding"}
+                             "mask_encoding", "checkpoint"}
     for name, choices in declared.items():
         assert tuple(by_flag[option_name(name)].choices) == choices, name
     assert tuple(PRESETS) == config.AUGMENTS

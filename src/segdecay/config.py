@@ -37,6 +37,8 @@ TTAS = ("auto", "none", "flip", "d4")  # test-time augmentation: auto is chosen 
 MASK_ENCODINGS = ("auto", "binary", "index")
 RUN_DECISIONS = ("run", "argmax")  # evaluate/predict --decision: the run's own, or plain
 RUN_TTAS = ("run", "none", "flip", "d4")  # evaluate/predict --tta: the run's own, or forced
+CHECKPOINTS = ("best", "last")  # the weights of the best validation, or the final ones
+RUN_CHECKPOINTS = ("run", *CHECKPOINTS)  # evaluate/predict --checkpoint: the run's own, or forced
 SPLITS = ("train", "val", "test")  # the split names every dataset may have
 
 
@@ -142,6 +144,12 @@ class TrainConfig:
                       "training augmentation's group, kept if it scores higher on val at the "
                       "end of the run; evaluate and predict use the run's choice",
                       choices=TTAS)
+    checkpoint: str | None = option(None, "the weights the run answers with: best (those of "
+                                    "the validation with the highest val mIoU) | last (the "
+                                    "final weights); the decision and test-time augmentation "
+                                    "are chosen on val for them, and evaluate and predict load "
+                                    "them; unset: best when there are val images, else last",
+                                    choices=CHECKPOINTS)
     # schedule of work
     epochs: int = option(30, "training epochs (ignored when steps is set)")
     steps: int | None = option(None, "total optimizer steps instead of epochs")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segdecay.config import RUN_DECISIONS, RUN_TTAS
+from segdecay.config import RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS
 
 
 def add_parser(sub) -> None:
@@ -14,8 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="folder for NAME_mask.png and NAME_overlay.png")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="which checkpoint [default: best]")
+    p.add_argument("--checkpoint", default="run", choices=list(RUN_CHECKPOINTS),
+                   help="run: the weights the run answers with (its --checkpoint); best: "
+                        "its best validation's; last: its final ones [default: run]")
     p.add_argument("--eval-size", metavar="HxW", help="input size (default: the run's)")
     p.add_argument("--decision", default="run", choices=list(RUN_DECISIONS),
                    help="run: decide pixels as the run chose (its --decision); argmax: by "

@@ -12,7 +12,7 @@ from segdecay.errors import UserError
 from segdecay.fileio import write_json
 from segdecay.inference import TTA_GROUPS
 from segdecay.metrics import format_iou_table
-from segdecay.runs.folder import inference_choice, load_run
+from segdecay.runs.folder import answering_checkpoint, inference_choice, load_run
 from segdecay.training.evaluate import Scoring, evaluate_split
 
 
@@ -21,7 +21,7 @@ def evaluate_run(
     *,
     data: str | None = None,
     split: str | None = "val",
-    checkpoint: str = "best",
+    checkpoint: str = "run",
     out: str | Path | None = None,
     eval_size: str | None = None,
     device: str = "auto",
@@ -31,6 +31,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Metrics of ``run`` on ``split`` of ``data`` (default: the run's own dataset).
 
+    ``checkpoint="run"`` loads the weights the run answers with (its ``--checkpoint``).
     ``split=None`` scores the test split, or the val split of data that has no test split.
     ``decision="run"`` decides pixels as the run chose (``--decision adjusted``: its logit
     bias), ``"argmax"`` by the plain logits; ``tta="run"`` averages over the run's test-time
@@ -39,6 +40,8 @@ def evaluate_run(
     bias, group, decision_text = inference_choice(run, decision, tta)
     if out:  # an unwritable --out fails now, not after the whole evaluation
         Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if checkpoint == "run":
+        checkpoint = answering_checkpoint(run)
     config, meta, model, dev = load_run(run, checkpoint, device)
     if eval_size is not None:
         config = replace(config, eval_size=eval_size)

@@ -2,9 +2,11 @@
 
 A run folder holds ``config.yaml`` (the resolved TrainConfig), ``decay.json``,
 ``metrics.csv`` (one row per epoch), ``summary.json`` (once finished, with ``status``),
-``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``; with
+``last.pt`` (exact resume) and ``best.pt`` (best val mIoU; the weights the run answers with
+under ``--checkpoint best``), and ``report.html``; with
 a val split also ``decision.json`` (the t of ``--decision adjusted`` chosen on val, the logit
-bias that evaluate and predict add, and the test-time augmentation they average over). Fold fits
+bias that evaluate and predict add, and the test-time augmentation they average over, both
+chosen for the weights the run answers with). Fold fits
 of a tune keep no checkpoints. Everything that reads runs (evaluate, predict, compare,
 spectrum, tune's refit) goes through here.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import RUN_DECISIONS, RUN_TTAS, from_dict
+from segdecay.config import RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS, from_dict, load_config
 from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.models import build_model, upgrade_state_dict
@@ -26,11 +28,25 @@ from segdecay.training.hardware import resolve_device
 from segdecay.training.state import load_checkpoint
 
 
-def load_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    """(config, dataset metadata, model in eval mode, device) of a run folder."""
+def answering_checkpoint(run: str | Path) -> str:
+    """The checkpoint a run answers with: its ``--checkpoint`` from ``config.yaml`` (best for
+    a run folder from before the option, which evaluate and predict loaded by default)."""
+    path = Path(run) / "config.yaml"
+    config = load_config(path) if path.is_file() else None
+    return config.checkpoint if config is not None and config.checkpoint else "best"
+
+
+def load_run(run: str | Path, checkpoint: str = "run", device: str = "auto"):
+    """(config, dataset metadata, model in eval mode, device) of a run folder, with the
+    weights it answers with (``checkpoint="run"``), or its best or last checkpoint."""
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"run folder {run}: does not exist")
+    if checkpoint not in RUN_CHECKPOINTS:
+        raise UserError(f"--checkpoint '{checkpoint}': choose one of "
+                        f"{', '.join(RUN_CHECKPOINTS)}")
+    if checkpoint == "run":
+        checkpoint = answering_checkpoint(run)
     ckpt_path = run / f"{checkpoint}.pt"
     if not ckpt_path.is_file() and checkpoint == "best":
         ckpt_path = run / "last.pt"

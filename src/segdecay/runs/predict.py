@@ -54,7 +54,7 @@ def predict_paths(
     input_path: str | Path,
     out: str | Path,
     *,
-    checkpoint: str = "best",
+    checkpoint: str = "run",
     eval_size: str | None = None,
     device: str = "auto",
     quiet: bool = False,

@@ -17,6 +17,7 @@ from segdecay.config import TrainConfig
 from segdecay.data.base import IGNORE_INDEX, SegData, SegSplit
 from segdecay.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segdecay.decay.defaults import optimizer_defaults, total_steps
+from segdecay.errors import UserError
 from segdecay.losses import WEIGHTED_LOSSES, class_pixel_counts
 
 RARE_FRACTION = 0.05  # a class under 5% of the labelled training pixels is rare
@@ -46,6 +47,7 @@ def resolve_defaults(config: TrainConfig, data: SegData,
     config = _loss(config, data, notes)
     config = _class_weights(config, data, notes)
     config = _decision(config, data, notes)
+    config = _checkpoint(config, data, notes)
     config = _eval_cadence(config, len(data.train), config.batch_size, notes)
     return config, notes
 
@@ -246,3 +248,20 @@ def _decision(config: TrainConfig, data: SegData, notes: list[str]) -> TrainConf
     notes.append(f"decision adjusted: argmax(logit - t*log prior), t chosen on the "
                  f"{len(data.val)} val images at the end of the run (--decision)")
     return replace(config, decision="adjusted")
+
+
+def _checkpoint(config: TrainConfig, data: SegData, notes: list[str]) -> TrainConfig:
+    """The weights of the best validation when there are val images to choose them on: a
+    short run on a small, rare-foreground split can end on a worse point than it passed
+    (CrackForest at 300 steps: crack Dice 0.46 at the end, 0.63 at the best validation)."""
+    if len(data.val) == 0:
+        if config.checkpoint == "best":
+            raise UserError("--checkpoint best: there are no val images to choose the best "
+                            "validation on; give a val split or --checkpoint last")
+        return replace(config, checkpoint="last")
+    if config.checkpoint is not None:
+        return config
+    notes.append(f"checkpoint best: the run answers with the weights of its best validation "
+                 f"on the {len(data.val)} val images, and chooses the decision for them "
+                 "(--checkpoint last: the final weights)")
+    return replace(config, checkpoint="best")

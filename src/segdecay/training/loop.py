@@ -189,6 +189,9 @@ def restore(run: TrainingRun) -> Progress:
         else:  # another number of processes: fresh per-rank dropout streams
             torch.manual_seed(distributed.rank_seed(run.config.seed + state["step"], ctx.rank))
     progress = progress_of(state)
+    if run.config.checkpoint == "best" and (run.out / "best.pt").is_file():
+        best = load_checkpoint(run.out / "best.pt", map_location="cpu")
+        progress.best_weights = upgrade_state_dict(best["model"])
     if progress.position is not None:
         execution.log.line(f"resuming {run.out} in epoch {progress.epoch + 1}/{run.epochs} "
                            f"at batch {progress.position['next_batch'] + 1}/"
@@ -234,6 +237,9 @@ def save_epoch(run: TrainingRun, progress: Progress, row: dict[str, Any]) -> Non
     improved = row["val_miou"] is not None and row["val_miou"] > progress.best
     if improved:
         progress.best = row["val_miou"]
+    if improved and run.config.checkpoint == "best":  # every rank: each scores with them
+        progress.best_weights = {k: v.detach().to("cpu", copy=True)
+                                 for k, v in run.eval_model.state_dict().items()}
     if improved and run.execution.checkpoints and run.main:
         save_checkpoint(run.best_state(row["epoch"], progress.best), run.out / "best.pt")
     if run.execution.checkpoints:
@@ -272,7 +278,8 @@ def finish_diverged(run: TrainingRun, progress: Progress, epoch: int, result: Ep
 
 
 def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> dict[str, Any]:
-    """Score the final weights (val, and a clean pass over train), write summary and report."""
+    """Score the final weights (val, and a clean pass over train), then the weights the run
+    answers with (``--checkpoint``) on val, choose their decision, write summary and report."""
     info, device, log = run.data.info, run.execution.device, run.execution.log
     over_ranks = Scoring(dist=run.execution.ctx)
     if not val_result:  # resumed after the last epoch: evaluate the final weights again
@@ -280,14 +287,21 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
                                        run.config, device, scoring=over_ranks)
     train_clean, _ = evaluate_split(run.eval_model, run.train_split, info.num_classes,
                                     replace(run.config, eval_size=None), device, scoring=over_ranks)
+    final_val = val_result["miou"]
+    answer_epoch = load_answer_weights(run, progress)
+    if answer_epoch != run.epochs:
+        val_result, _ = evaluate_split(run.eval_model, run.data.val, info.num_classes,
+                                       run.config, device, scoring=over_ranks)
     decision = decide(run)
     history = progress.history
     summary = run.summary(
         progress, "completed",
         best_val_miou=progress.best,
         best_epoch=max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
-        final_val_miou=val_result["miou"],
+        final_val_miou=final_val,
         final_train_miou=train_clean["miou"],
+        checkpoint=run.config.checkpoint, answer_epoch=answer_epoch,
+        val_miou=val_result["miou"],
         class_names=info.class_names,
         val=val_result,
         weight_norm=history[-1]["weight_norm"],
@@ -298,6 +312,10 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
             write_json(run.out / DECISION_FILE, decision)
         write_json(run.out / "summary.json", summary)
         write_train_report(run.out, history, summary, run.decay_by_group, info.class_names)
+    if answer_epoch != run.epochs:
+        log.line(f"checkpoint best: the weights of epoch {answer_epoch} (val mIoU "
+                 f"{100 * val_result['miou']:.2f}; the final weights {100 * final_val:.2f}); "
+                 "evaluate and predict use them")
     log.line(format_iou_table(val_result, info.class_names))
     if decision:
         log.line(decision_line(decision))
@@ -305,9 +323,23 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     return summary
 
 
+def load_answer_weights(run: TrainingRun, progress: Progress) -> int:
+    """Put the weights the run answers with into the model it scores with; their epoch (the
+    last: the final weights, under ``--checkpoint last`` or when the best validation was the
+    last one)."""
+    history = progress.history
+    if run.config.checkpoint != "best" or progress.best_weights is None:
+        return run.epochs
+    epoch = max(history, key=lambda r: r["val_miou"] or -1)["epoch"]
+    if epoch != run.epochs:
+        run.eval_model.load_state_dict(progress.best_weights)
+    return epoch
+
+
 def decide(run: TrainingRun) -> dict[str, Any] | None:
     """t of ``--decision adjusted`` and the test-time augmentation of ``--tta auto``, chosen
-    on val for the final weights (None: argmax without test-time augmentation)."""
+    on val for the weights the run answers with (None: argmax without test-time
+    augmentation)."""
     if len(run.data.val) == 0:
         return None
     return choose_decision(run.eval_model, run.data.val, run.data.train.masks,

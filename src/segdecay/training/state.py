@@ -60,6 +60,8 @@ class Progress:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     position: dict[str, Any] | None = None  # where inside an epoch an interruption stopped
+    # the best validation's weights, when the run answers with them (best.pt on disk)
+    best_weights: dict[str, torch.Tensor] | None = None
 
 
 POSITION_KEYS = ("perm", "next_batch", "epoch_sums", "epoch_count", "epoch_confusion")

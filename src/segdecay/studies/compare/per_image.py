@@ -47,9 +47,10 @@ def image_miou(confusion: torch.Tensor) -> torch.Tensor:
 
 
 def score_images(run: str | Path, split: SegSplit, num_classes: int,
-                 checkpoint: str = "last") -> dict[str, Any]:
-    """Split-level metrics and per-image mIoU of ``run``'s weights on ``split``, pixels
-    decided as the run chose (``--decision``), as ``segdecay evaluate`` decides them."""
+                 checkpoint: str = "run") -> dict[str, Any]:
+    """Split-level metrics and per-image mIoU of the weights ``run`` answers with on
+    ``split``, pixels decided as the run chose (``--decision``), as ``segdecay evaluate``
+    decides them."""
     bias, group, _ = inference_choice(run)
     config, _, model, device = load_run(run, checkpoint, device="cpu")
     per_image: list[float] = []

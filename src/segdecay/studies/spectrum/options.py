@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from segdecay.config import SPLITS, internal, option
+from segdecay.config import CHECKPOINTS, SPLITS, internal, option
 from segdecay.errors import UserError
 
 # Radial bands of the noise test, in cycles/pixel: thirds of 0..Nyquist (0.5).
@@ -13,7 +13,6 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "low": (0.0, 1 / 6), "mid": (1 / 6, 1 / 3), "high": (1 / 3, 0.5)}
 DEFAULT_LOWPASS = (0.0625, 0.125, 0.25)
 LOWPASS_KINDS = ("ideal", "gaussian")
-CHECKPOINTS = ("best", "last")
 
 
 def parse_floats(text: str, flag: str) -> list[float]:

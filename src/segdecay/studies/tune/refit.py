@@ -166,7 +166,7 @@ def refit(base: TrainConfig, choice: dict, lam: float, options, run_dir: Path, s
             shutil.rmtree(out)
         say(f"refit on the whole training split with lambda={used:g}")
         summary = train(config, out, log=Log(quiet=True), data=data)
-    result = evaluate_run(out, split=None, checkpoint="last", quiet=True)  # test, else val
+    result = evaluate_run(out, split=None, quiet=True)  # test, else val
     return {"run": str(out), "weight_decay": used, "lambda_cv": lam, "transfer": transfer,
             "split": result["split"], "miou": result["miou"], "decision": result["decision"],
             "iou": result["iou"], "class_names": result["class_names"],
