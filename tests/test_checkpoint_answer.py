@@ -1,5 +1,6 @@
-"""The weights a run answers with (``--checkpoint``): its best validation's by default, and
-everything after training (the val table, the decision, evaluate, predict) uses the same."""
+"""The weights a run answers with (``--checkpoint``): its best validation's or its final
+ones (by default the best only where val shows them better beyond noise), and everything
+after training (the val table, the decision, evaluate, predict) uses the same."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from small_model import SMALL_ENCODER  # noqa: E402
 # the best validation is not the last one (checked in each test that needs it).
 JUMPY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=6,
                     encoder=SMALL_ENCODER, batch_size=4, optimizer="adamw", lr=0.02,
-                    schedule="constant", augment="flip", eval_every=1, tta="none")
+                    schedule="constant", augment="flip", eval_every=1, tta="none",
+                    checkpoint="best")
 
 
 def _val_by_epoch(run: Path) -> dict[int, float]:
@@ -46,13 +48,14 @@ def best_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return run, train(JUMPY, run)
 
 
-def test_a_run_answers_with_its_best_validation_and_decides_for_it(best_run) -> None:
+def test_checkpoint_best_answers_with_its_best_validation_and_decides_for_it(
+        best_run) -> None:
     run, summary = best_run
     vals = _val_by_epoch(run)
     best = _best_epoch(vals)
     assert best != JUMPY.epochs, f"val peaked at the last epoch ({vals}): no test"
     assert yaml.safe_load((run / "config.yaml").read_text())["checkpoint"] == "best"
-    assert summary["answer_epoch"] == best
+    assert (summary["answer_epoch"], summary["answer_checkpoint"]) == (best, "best")
     assert summary["val_miou"] == pytest.approx(vals[best], abs=1e-9)
     assert summary["final_val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
     decision = json.loads((run / "decision.json").read_text())
@@ -78,7 +81,8 @@ def test_checkpoint_last_answers_with_the_final_weights(tmp_path) -> None:
     summary = train(replace(JUMPY, checkpoint="last"), run)
     vals = _val_by_epoch(run)
     assert _best_epoch(vals) != JUMPY.epochs
-    assert summary["answer_epoch"] == JUMPY.epochs
+    assert (summary["answer_epoch"], summary["answer_checkpoint"]) == (JUMPY.epochs, "last")
+    assert "checkpoint_evidence" not in summary
     assert summary["val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
     decision = json.loads((run / "decision.json").read_text())
     assert decision["val_miou_argmax"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
@@ -106,6 +110,45 @@ def test_a_run_resumed_after_its_best_epoch_still_answers_with_it(best_run, tmp_
     assert resumed["val_miou"] == pytest.approx(straight["val_miou"], abs=1e-9)
 
 
+def test_auto_keeps_the_best_validation_only_beyond_two_bootstrap_ses(tmp_path) -> None:
+    run = tmp_path / "auto"
+    summary = train(replace(JUMPY, checkpoint="auto"), run)
+    evidence = summary["checkpoint_evidence"]
+    vals = _val_by_epoch(run)
+    best = _best_epoch(vals)
+    # the gain is the val mIoU of best.pt minus that of last.pt, scored by evaluate
+    scored = {how: evaluate_run(run, split="val", checkpoint=how, decision="argmax",
+                                tta="none", quiet=True, out=tmp_path / f"{how}.json")["miou"]
+              for how in ("best", "last")}
+    assert evidence["val_gain"] == pytest.approx(scored["best"] - scored["last"], abs=1e-9)
+    assert evidence["val_gain"] > 0 and evidence["val_images"] == 8
+    kept = evidence["val_gain"] > 2 * evidence["val_gain_se"]
+    assert evidence["best"] is kept
+    answer = "best" if kept else "last"
+    assert summary["answer_checkpoint"] == answer
+    assert summary["answer_epoch"] == (best if kept else JUMPY.epochs)
+    assert summary["val_miou"] == pytest.approx(scored[answer], abs=1e-9)
+    default = evaluate_run(run, split="val", decision="argmax", tta="none", quiet=True,
+                           out=tmp_path / "run.json")
+    assert default["checkpoint"] == answer
+
+
+def test_auto_keeps_the_final_weights_when_the_gain_is_within_the_noise(monkeypatch,
+                                                                        tmp_path) -> None:
+    # with the evidence bar raised out of reach, auto answers with the final weights
+    import segdecay.training.evaluate as evaluate_module
+    monkeypatch.setattr(evaluate_module, "EVIDENCE_SES", 1e9)
+    run = tmp_path / "auto-final"
+    summary = train(replace(JUMPY, checkpoint="auto"), run)
+    vals = _val_by_epoch(run)
+    assert _best_epoch(vals) != JUMPY.epochs
+    assert summary["checkpoint_evidence"]["best"] is False
+    assert (summary["answer_checkpoint"], summary["answer_epoch"]) == ("last", JUMPY.epochs)
+    assert summary["val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    decision = json.loads((run / "decision.json").read_text())
+    assert decision["val_miou_argmax"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+
+
 def _data(n_val: int) -> SegData:
     mask = torch.zeros(4, 4, dtype=torch.uint8)
     mask[0, 0] = 1
@@ -114,14 +157,16 @@ def _data(n_val: int) -> SegData:
     return SegData(DatasetInfo("t", 2, ["a", "b"], [(0, 0, 0)] * 2), split, val)
 
 
-def test_the_default_is_best_with_val_images_and_last_without() -> None:
+def test_the_default_is_auto_with_val_images_and_last_without() -> None:
     config, notes = resolve_defaults(TrainConfig(), _data(1))
-    assert config.checkpoint == "best"
-    assert any(n.startswith("checkpoint best: the run answers with the weights of its best "
-                            "validation on the 1 val images") for n in notes)
+    assert config.checkpoint == "auto"
+    assert any(n.startswith("checkpoint auto: the run answers with the weights of its best "
+                            "validation if they beat the final weights by over two "
+                            "bootstrap SEs over the 1 val images") for n in notes)
     config, notes = resolve_defaults(TrainConfig(), _data(0))
     assert config.checkpoint == "last"
     assert not any(n.startswith("checkpoint") for n in notes)
-    assert resolve_defaults(TrainConfig(checkpoint="last"), _data(1))[0].checkpoint == "last"
+    assert resolve_defaults(TrainConfig(checkpoint="auto"), _data(0))[0].checkpoint == "last"
+    assert resolve_defaults(TrainConfig(checkpoint="best"), _data(1))[0].checkpoint == "best"
     with pytest.raises(UserError, match="--checkpoint best: there are no val images"):
         resolve_defaults(TrainConfig(checkpoint="best"), _data(0))

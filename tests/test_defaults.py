@@ -89,12 +89,12 @@ def test_a_run_with_every_default_prints_and_stores_each_one(
     # 8 training images: 1 batch of 8, so batches of 2 (4 steps per epoch, 8 steps)
     expected = {"optimizer": "adamw", "batch_size": 2, "lr": 0.001, "weight_decay": 100.0,
                 "augment": "d4", "loss": "ce+dice", "class_weights": "enet",
-                "decision": "adjusted", "tta": "auto", "checkpoint": "best"}
+                "decision": "adjusted", "tta": "auto", "checkpoint": "auto"}
     assert {k: saved[k] for k in expected} == expected
     for line in ("default batch size 2: 8 training images", "default augment d4: ",
                  "default lr 0.001: ", "default lambda 100: decay timescale tau",
                  "default loss ce+dice: ", "default class weights enet: ",
-                 "default decision adjusted: ", "default checkpoint best: "):
+                 "default decision adjusted: ", "default checkpoint auto: "):
         assert line in err
     assert "optimizer: AdamW (decoupled)" in err
     decision = json.loads((run / "decision.json").read_text())

@@ -38,6 +38,7 @@ MASK_ENCODINGS = ("auto", "binary", "index")
 RUN_DECISIONS = ("run", "argmax")  # evaluate/predict --decision: the run's own, or plain
 RUN_TTAS = ("run", "none", "flip", "d4")  # evaluate/predict --tta: the run's own, or forced
 CHECKPOINTS = ("best", "last")  # the weights of the best validation, or the final ones
+ANSWERS = ("auto", *CHECKPOINTS)  # train --checkpoint: auto is chosen on val
 RUN_CHECKPOINTS = ("run", *CHECKPOINTS)  # evaluate/predict --checkpoint: the run's own, or forced
 SPLITS = ("train", "val", "test")  # the split names every dataset may have
 
@@ -145,11 +146,12 @@ class TrainConfig:
                       "end of the run; evaluate and predict use the run's choice",
                       choices=TTAS)
     checkpoint: str | None = option(None, "the weights the run answers with: best (those of "
-                                    "the validation with the highest val mIoU) | last (the "
-                                    "final weights); the decision and test-time augmentation "
-                                    "are chosen on val for them, and evaluate and predict load "
-                                    "them; unset: best when there are val images, else last",
-                                    choices=CHECKPOINTS)
+                                    "its best validation) | last (the final weights) | auto "
+                                    "(best if its val mIoU beats the final weights' by over "
+                                    "two bootstrap SEs over the val images, else last); the "
+                                    "decision is chosen on val for them, and evaluate and "
+                                    "predict load them; unset: auto when there are val "
+                                    "images, else last", choices=ANSWERS)
     # schedule of work
     epochs: int = option(30, "training epochs (ignored when steps is set)")
     steps: int | None = option(None, "total optimizer steps instead of epochs")

@@ -2,8 +2,7 @@
 
 A run folder holds ``config.yaml`` (the resolved TrainConfig), ``decay.json``,
 ``metrics.csv`` (one row per epoch), ``summary.json`` (once finished, with ``status``),
-``last.pt`` (exact resume) and ``best.pt`` (best val mIoU; the weights the run answers with
-under ``--checkpoint best``), and ``report.html``; with
+``last.pt`` (exact resume) and ``best.pt`` (best val mIoU), and ``report.html``; with
 a val split also ``decision.json`` (the t of ``--decision adjusted`` chosen on val, the logit
 bias that evaluate and predict add, and the test-time augmentation they average over, both
 chosen for the weights the run answers with). Fold fits
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS, from_dict, load_config
+from segdecay.config import RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS, from_dict
 from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.models import build_model, upgrade_state_dict
@@ -29,11 +28,15 @@ from segdecay.training.state import load_checkpoint
 
 
 def answering_checkpoint(run: str | Path) -> str:
-    """The checkpoint a run answers with: its ``--checkpoint`` from ``config.yaml`` (best for
-    a run folder from before the option, which evaluate and predict loaded by default)."""
-    path = Path(run) / "config.yaml"
-    config = load_config(path) if path.is_file() else None
-    return config.checkpoint if config is not None and config.checkpoint else "best"
+    """The checkpoint a finished run answers with (``answer_checkpoint`` in summary.json,
+    chosen by its ``--checkpoint``); best for a run without one, as evaluate and predict
+    loaded before runs chose."""
+    path = Path(run) / "summary.json"
+    try:
+        answer = json.loads(path.read_text(encoding="utf-8")).get("answer_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        answer = None
+    return answer if answer in ("best", "last") else "best"
 
 
 def load_run(run: str | Path, checkpoint: str = "run", device: str = "auto"):

@@ -18,10 +18,12 @@ from torch import nn
 from segdecay.config import TrainConfig, parse_size
 from segdecay.data.base import IGNORE_INDEX, SegSplit
 from segdecay.decision import (
+    EVIDENCE_SES,
     TAUS,
     DecisionSweep,
     apply_bias,
     choose_tau_on_evidence,
+    gain_and_se,
     log_prior,
     logit_bias,
 )
@@ -169,3 +171,45 @@ def choose_decision(
             "val_miou_by_tta": {g: scores[g][best_tau[g]] for g in groups},
             "val_miou_by_tau": {f"{t:g}": v for t, v in scores[group].items()},
             "log_prior": prior, "logit_bias": logit_bias(tau, prior)}
+
+
+def _scored_per_image(model: nn.Module, val: SegSplit, num_classes: int, config: TrainConfig,
+                      device: torch.device,
+                      ctx: distributed.DistContext) -> tuple[dict[str, Any], np.ndarray]:
+    """(val metrics, ``[n, 3, C]`` counts of each val image) of ``model`` at argmax."""
+    sweep = DecisionSweep([0.0] * num_classes, IGNORE_INDEX, (0.0,))
+    result, _ = evaluate_split(model, val, num_classes, config, device,
+                               scoring=Scoring(dist=ctx, on_batch=sweep.update))
+    return result, np.concatenate(ctx.gather(sweep.per_image()))[:, 0]
+
+
+@torch.no_grad()
+def choose_checkpoint(
+    model: nn.Module,
+    best_weights: dict[str, torch.Tensor],
+    val: SegSplit,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    dist: distributed.DistContext | None = None,
+) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """Whether the run answers with its best validation's weights (``best_weights``) rather
+    than the final ones that ``model`` holds: under ``--checkpoint auto`` only if their val
+    mIoU gain exceeds two bootstrap SEs over the val images, as a t of the decision must (the
+    best of 10-20 validations on a small val split is partly noise, and the final weights,
+    at the end of the lr schedule, are the steadier point). ``model`` is left holding the
+    chosen weights. Returns (best chosen, their val metrics, the evidence)."""
+    ctx = dist or distributed.DistContext()
+    final_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    final, final_images = _scored_per_image(model, val, num_classes, config, device, ctx)
+    model.load_state_dict(best_weights)
+    best, best_images = _scored_per_image(model, val, num_classes, config, device, ctx)
+    gain, se = gain_and_se(np.stack([best_images, final_images], axis=1), 0, 1)
+    chosen = config.checkpoint == "best" or gain > EVIDENCE_SES * se
+    if not chosen:
+        model.load_state_dict(final_weights)
+    evidence = {"val_miou_best": best["miou"], "val_miou_final": final["miou"],
+                "val_gain": gain, "val_gain_se": se if np.isfinite(se) else None,
+                "val_images": int(len(best_images))}
+    return chosen, (best if chosen else final), evidence

@@ -37,7 +37,12 @@ from segdecay.training import distributed
 from segdecay.training.defaults import resolve_defaults
 from segdecay.training.divergence import divergence_reason
 from segdecay.training.epoch import EpochResult, train_one_epoch
-from segdecay.training.evaluate import Scoring, choose_decision, evaluate_split
+from segdecay.training.evaluate import (
+    Scoring,
+    choose_checkpoint,
+    choose_decision,
+    evaluate_split,
+)
 from segdecay.training.hardware import compiled_or_eager, resolve_amp, resolve_device
 from segdecay.training.interrupt import TrainingInterrupted, active_stop, stoppable
 from segdecay.training.lock import run_folder_lock
@@ -189,7 +194,7 @@ def restore(run: TrainingRun) -> Progress:
         else:  # another number of processes: fresh per-rank dropout streams
             torch.manual_seed(distributed.rank_seed(run.config.seed + state["step"], ctx.rank))
     progress = progress_of(state)
-    if run.config.checkpoint == "best" and (run.out / "best.pt").is_file():
+    if run.config.checkpoint != "last" and (run.out / "best.pt").is_file():
         best = load_checkpoint(run.out / "best.pt", map_location="cpu")
         progress.best_weights = upgrade_state_dict(best["model"])
     if progress.position is not None:
@@ -237,7 +242,7 @@ def save_epoch(run: TrainingRun, progress: Progress, row: dict[str, Any]) -> Non
     improved = row["val_miou"] is not None and row["val_miou"] > progress.best
     if improved:
         progress.best = row["val_miou"]
-    if improved and run.config.checkpoint == "best":  # every rank: each scores with them
+    if improved and run.config.checkpoint != "last":  # every rank: each scores with them
         progress.best_weights = {k: v.detach().to("cpu", copy=True)
                                  for k, v in run.eval_model.state_dict().items()}
     if improved and run.execution.checkpoints and run.main:
@@ -288,10 +293,9 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     train_clean, _ = evaluate_split(run.eval_model, run.train_split, info.num_classes,
                                     replace(run.config, eval_size=None), device, scoring=over_ranks)
     final_val = val_result["miou"]
-    answer_epoch = load_answer_weights(run, progress)
-    if answer_epoch != run.epochs:
-        val_result, _ = evaluate_split(run.eval_model, run.data.val, info.num_classes,
-                                       run.config, device, scoring=over_ranks)
+    answer = answer_weights(run, progress)
+    if answer is not None:
+        val_result = answer.pop("val")
     decision = decide(run)
     history = progress.history
     summary = run.summary(
@@ -300,8 +304,11 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
         best_epoch=max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
         final_val_miou=final_val,
         final_train_miou=train_clean["miou"],
-        checkpoint=run.config.checkpoint, answer_epoch=answer_epoch,
+        checkpoint=run.config.checkpoint,
+        answer_checkpoint="best" if answer and answer["best"] else "last",
+        answer_epoch=answer["epoch"] if answer and answer["best"] else run.epochs,
         val_miou=val_result["miou"],
+        **({"checkpoint_evidence": answer} if answer else {}),
         class_names=info.class_names,
         val=val_result,
         weight_norm=history[-1]["weight_norm"],
@@ -312,10 +319,8 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
             write_json(run.out / DECISION_FILE, decision)
         write_json(run.out / "summary.json", summary)
         write_train_report(run.out, history, summary, run.decay_by_group, info.class_names)
-    if answer_epoch != run.epochs:
-        log.line(f"checkpoint best: the weights of epoch {answer_epoch} (val mIoU "
-                 f"{100 * val_result['miou']:.2f}; the final weights {100 * final_val:.2f}); "
-                 "evaluate and predict use them")
+    if answer:
+        log.line(checkpoint_line(answer, run.epochs))
     log.line(format_iou_table(val_result, info.class_names))
     if decision:
         log.line(decision_line(decision))
@@ -323,17 +328,34 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     return summary
 
 
-def load_answer_weights(run: TrainingRun, progress: Progress) -> int:
-    """Put the weights the run answers with into the model it scores with; their epoch (the
-    last: the final weights, under ``--checkpoint last`` or when the best validation was the
-    last one)."""
+def answer_weights(run: TrainingRun, progress: Progress) -> dict[str, Any] | None:
+    """Under ``--checkpoint best|auto``, when the best validation was not the last one: put
+    the weights the run answers with into the model it scores with (:func:`choose_checkpoint`)
+    and say which, with the evidence and their val metrics (None: the final weights, with
+    nothing to choose)."""
     history = progress.history
-    if run.config.checkpoint != "best" or progress.best_weights is None:
-        return run.epochs
+    if run.config.checkpoint == "last" or progress.best_weights is None:
+        return None
     epoch = max(history, key=lambda r: r["val_miou"] or -1)["epoch"]
-    if epoch != run.epochs:
-        run.eval_model.load_state_dict(progress.best_weights)
-    return epoch
+    if epoch == run.epochs:
+        return None
+    best, val, evidence = choose_checkpoint(
+        run.eval_model, progress.best_weights, run.data.val, run.data.info.num_classes,
+        run.config, run.execution.device, dist=run.execution.ctx)
+    return {"best": best, "epoch": epoch, **evidence, "val": val}
+
+
+def checkpoint_line(answer: dict[str, Any], epochs: int) -> str:
+    """Which weights the run answers with, and what val said of the best validation's."""
+    se = answer["val_gain_se"]
+    ses = f"{answer['val_gain'] / se:.1f}" if se else "no"
+    gain = (f"{100 * answer['val_gain']:+.2f} val mIoU over the final weights, {ses} "
+            f"bootstrap SEs over {answer['val_images']} val images")
+    if answer["best"]:
+        return (f"checkpoint: the weights of epoch {answer['epoch']}, the best validation "
+                f"({gain}); evaluate and predict use them")
+    return (f"checkpoint: the final weights of epoch {epochs}; the best validation, epoch "
+            f"{answer['epoch']}, is within the noise ({gain})")
 
 
 def decide(run: TrainingRun) -> dict[str, Any] | None:
