@@ -408,9 +408,10 @@ def _completed_per_lambda(tune_json: Path) -> dict[float, int]:
 
 
 def _assert_refit_score_is_its_weights(run: Path, refit: dict) -> None:
-    """The refit's test mIoU is its final weights' on the test images, with the run's own
-    logit bias, scored by torchmetrics (the tune ran with --tta none, checked, so the plain
-    forward below is what the run does)."""
+    """The refit's test mIoU is that of the weights it answers with (summary.json's
+    answer_checkpoint) on the test images, with the run's own logit bias, scored by
+    torchmetrics (the tune ran with --tta none, checked, so the plain forward below is what
+    the run does)."""
     from torchmetrics.classification import MulticlassJaccardIndex
 
     from segdecay.data import load_dataset_for
@@ -419,12 +420,17 @@ def _assert_refit_score_is_its_weights(run: Path, refit: dict) -> None:
 
     decision = json.loads((run / "decision.json").read_text())
     assert decision["tta"] == "none"
-    config, meta, model, _ = load_run(run, "last", "cpu")
+    answer = json.loads((run / "summary.json").read_text())["answer_checkpoint"]
+    config, meta, model, _ = load_run(run, answer, "cpu")
     assert config.weight_decay == refit["weight_decay"]
     test = load_dataset_for(config).test
     images, masks = torch.stack(list(test.images)), torch.stack(list(test.masks)).long()
     with torch.no_grad():
-        logits = model(normalized_input(images, None, config.input_mean, config.input_std))
+        x = normalized_input(images, None, config.input_mean, config.input_std)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(config.amp)):
+            logits = model(x).float()  # in the run's precision: bf16 where it is native
     pred = (logits + torch.tensor(decision["logit_bias"]).view(1, -1, 1, 1)).argmax(1)
     k = meta["num_classes"]
     per_class = MulticlassJaccardIndex(num_classes=k, average=None, ignore_index=255)(pred, masks)
