@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from segdecay.config import RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS, from_dict
+from segdecay.config import CHECKPOINTS, RUN_CHECKPOINTS, RUN_DECISIONS, RUN_TTAS, from_dict
 from segdecay.decision import DECISION_FILE
 from segdecay.errors import UserError
 from segdecay.models import build_model, upgrade_state_dict
@@ -36,7 +36,7 @@ def answering_checkpoint(run: str | Path) -> str:
         answer = json.loads(path.read_text(encoding="utf-8")).get("answer_checkpoint")
     except (OSError, ValueError, AttributeError):
         answer = None
-    return answer if answer in ("best", "last") else "best"
+    return answer if answer in CHECKPOINTS else "best"
 
 
 def load_run(run: str | Path, checkpoint: str = "run", device: str = "auto"):

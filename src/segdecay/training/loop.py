@@ -301,7 +301,7 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     summary = run.summary(
         progress, "completed",
         best_val_miou=progress.best,
-        best_epoch=max(history, key=lambda r: r["val_miou"] or -1)["epoch"],
+        best_epoch=best_epoch(history),
         final_val_miou=final_val,
         final_train_miou=train_clean["miou"],
         checkpoint=run.config.checkpoint,
@@ -328,15 +328,19 @@ def finish(run: TrainingRun, progress: Progress, val_result: dict[str, Any]) -> 
     return summary
 
 
+def best_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch of the highest val mIoU (the first of equal ones: the one best.pt holds)."""
+    return max(history, key=lambda r: r["val_miou"] or -1)["epoch"]
+
+
 def answer_weights(run: TrainingRun, progress: Progress) -> dict[str, Any] | None:
     """Under ``--checkpoint best|auto``, when the best validation was not the last one: put
     the weights the run answers with into the model it scores with (:func:`choose_checkpoint`)
     and say which, with the evidence and their val metrics (None: the final weights, with
     nothing to choose)."""
-    history = progress.history
     if run.config.checkpoint == "last" or progress.best_weights is None:
         return None
-    epoch = max(history, key=lambda r: r["val_miou"] or -1)["epoch"]
+    epoch = best_epoch(progress.history)
     if epoch == run.epochs:
         return None
     best, val, evidence = choose_checkpoint(
