@@ -14,7 +14,6 @@ from segdecay.config import (
     option,
     parse_size,
 )
-from segdecay.decay.defaults import MAX_TAU_EPOCHS
 from segdecay.decay.modes import SIGN_FLIP, resolved_decay_mode
 from segdecay.errors import UserError
 from segdecay.options import parse_grid
@@ -124,10 +123,9 @@ class TuneOptions:
                                "so tau stays the same fraction of the run; same: keep the "
                                "CV's lambda", choices=REFIT_LAMBDAS)
     rule_point: bool = option(True, "also score the lambda of segdecay's default rule (tau "
-                              f"the fits' whole run, at most {MAX_TAU_EPOCHS} epochs) on the "
-                              "same fits, and say whether any searched lambda beat it beyond "
-                              "the paired band, by how much, at what compute",
-                              default_text="on")
+                              "the fits' whole run) on the same fits, and say whether any "
+                              "searched lambda beat it beyond the paired band, by how much, "
+                              "at what compute", default_text="on")
     storage: str | None = option(None, "sqlite:///FILE | journal:FILE | "
                                  "postgresql://USER:PASS@HOST/DB", metavar="URL", group=STORAGE,
                                  default_text="OUT/study.db, or OUT/study.journal with "

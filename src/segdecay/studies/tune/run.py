@@ -17,7 +17,6 @@ import optuna
 
 from segdecay.config import TrainConfig
 from segdecay.data import load_dataset_for
-from segdecay.decay.defaults import MAX_TAU_EPOCHS
 from segdecay.fileio import write_json
 from segdecay.studies.tune.options import (
     MID_SCHEDULE_BIAS,
@@ -120,8 +119,8 @@ def announce(options: TuneOptions, url: str, rule: float | None, chosen_by_defau
         say(MID_SCHEDULE_BIAS.format(pruner=options.pruner))
     if rule is not None:
         name = "tau" if options.tau_grid else "lambda"
-        say(f"the default rule's {name} {rule:g} (tau the fits' whole run, at most "
-            f"{MAX_TAU_EPOCHS} epochs) is scored beside the searched ones")
+        say(f"the default rule's {name} {rule:g} (tau the fits' whole run) is scored beside "
+            f"the searched ones")
 
 
 def run_search(plan: TunePlan, quiet: bool, say) -> tuple[TuneOptions, ScreenResult | None]:
