@@ -24,10 +24,11 @@ from segdecay.training.defaults import resolve_defaults
 sys.path.insert(0, str(Path(__file__).parent))
 from small_model import SMALL_ENCODER  # noqa: E402
 
-JUMPY = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=6,
-                    encoder=SMALL_ENCODER, batch_size=4, optimizer="adamw", lr=0.02,
-                    schedule="constant", augment="flip", eval_every=1, tta="none",
-                    checkpoint="best")
+# Its last epoch ends worse than an earlier one by construction: :func:`last_epoch_ends_worse`.
+SMALL_RUN = TrainConfig(data="synthetic:size=32,n_train=8,n_val=8,n_test=8", epochs=6,
+                        encoder=SMALL_ENCODER, batch_size=4, optimizer="adamw", lr=0.02,
+                        schedule="constant", augment="flip", eval_every=1, tta="none",
+                        checkpoint="best")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,7 +64,7 @@ def _best_epoch(vals: dict[int, float]) -> int:
 @pytest.fixture(scope="module")
 def best_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("answer") / "best"
-    return run, train(JUMPY, run)
+    return run, train(SMALL_RUN, run)
 
 
 def test_checkpoint_best_answers_with_its_best_validation_and_decides_for_it(
@@ -71,11 +72,11 @@ def test_checkpoint_best_answers_with_its_best_validation_and_decides_for_it(
     run, summary = best_run
     vals = _val_by_epoch(run)
     best = _best_epoch(vals)
-    assert best != JUMPY.epochs, f"val peaked at the last epoch ({vals}): no test"
+    assert best != SMALL_RUN.epochs, f"val peaked at the last epoch ({vals}): no test"
     assert yaml.safe_load((run / "config.yaml").read_text())["checkpoint"] == "best"
     assert (summary["answer_epoch"], summary["answer_checkpoint"]) == (best, "best")
     assert summary["val_miou"] == pytest.approx(vals[best], abs=1e-9)
-    assert summary["final_val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert summary["final_val_miou"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
     decision = json.loads((run / "decision.json").read_text())
     assert decision["val_miou_argmax"] == pytest.approx(vals[best], abs=1e-9)
     # the per-class val table is that of the same weights
@@ -90,23 +91,23 @@ def test_evaluate_loads_the_weights_the_run_answers_with(best_run, tmp_path) -> 
               for how in ("run", "best", "last")}
     assert scored["run"]["checkpoint"] == "best"
     assert scored["run"]["miou"] == pytest.approx(vals[_best_epoch(vals)], abs=1e-9)
-    assert scored["last"]["miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert scored["last"]["miou"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
     assert scored["run"]["miou"] != pytest.approx(scored["last"]["miou"], abs=1e-9)
 
 
 def test_checkpoint_last_answers_with_the_final_weights(tmp_path) -> None:
     run = tmp_path / "last"
-    summary = train(replace(JUMPY, checkpoint="last"), run)
+    summary = train(replace(SMALL_RUN, checkpoint="last"), run)
     vals = _val_by_epoch(run)
-    assert _best_epoch(vals) != JUMPY.epochs
-    assert (summary["answer_epoch"], summary["answer_checkpoint"]) == (JUMPY.epochs, "last")
+    assert _best_epoch(vals) != SMALL_RUN.epochs
+    assert (summary["answer_epoch"], summary["answer_checkpoint"]) == (SMALL_RUN.epochs, "last")
     assert "checkpoint_evidence" not in summary
-    assert summary["val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert summary["val_miou"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
     decision = json.loads((run / "decision.json").read_text())
-    assert decision["val_miou_argmax"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert decision["val_miou_argmax"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
     scored = evaluate_run(run, split="val", decision="argmax", quiet=True)
     assert scored["checkpoint"] == "last"
-    assert scored["miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert scored["miou"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
 
 
 def test_a_run_resumed_after_its_best_epoch_still_answers_with_it(best_run, tmp_path) -> None:
@@ -122,15 +123,15 @@ def test_a_run_resumed_after_its_best_epoch_still_answers_with_it(best_run, tmp_
 
     run = tmp_path / "resumed"
     with pytest.raises(Stop):
-        train(JUMPY, run, on_epoch=stop_after_best)
-    resumed = train(JUMPY, run, resume=True)
+        train(SMALL_RUN, run, on_epoch=stop_after_best)
+    resumed = train(SMALL_RUN, run, resume=True)
     assert resumed["answer_epoch"] == best
     assert resumed["val_miou"] == pytest.approx(straight["val_miou"], abs=1e-9)
 
 
 def test_auto_keeps_the_best_validation_only_beyond_two_bootstrap_ses(tmp_path) -> None:
     run = tmp_path / "auto"
-    summary = train(replace(JUMPY, checkpoint="auto"), run)
+    summary = train(replace(SMALL_RUN, checkpoint="auto"), run)
     evidence = summary["checkpoint_evidence"]
     vals = _val_by_epoch(run)
     best = _best_epoch(vals)
@@ -144,7 +145,7 @@ def test_auto_keeps_the_best_validation_only_beyond_two_bootstrap_ses(tmp_path) 
     assert evidence["best"] is kept
     answer = "best" if kept else "last"
     assert summary["answer_checkpoint"] == answer
-    assert summary["answer_epoch"] == (best if kept else JUMPY.epochs)
+    assert summary["answer_epoch"] == (best if kept else SMALL_RUN.epochs)
     assert summary["val_miou"] == pytest.approx(scored[answer], abs=1e-9)
     default = evaluate_run(run, split="val", decision="argmax", tta="none", quiet=True,
                            out=tmp_path / "run.json")
@@ -157,14 +158,14 @@ def test_auto_keeps_the_final_weights_when_the_gain_is_within_the_noise(monkeypa
     import segdecay.training.evaluate as evaluate_module
     monkeypatch.setattr(evaluate_module, "EVIDENCE_SES", 1e9)
     run = tmp_path / "auto-final"
-    summary = train(replace(JUMPY, checkpoint="auto"), run)
+    summary = train(replace(SMALL_RUN, checkpoint="auto"), run)
     vals = _val_by_epoch(run)
-    assert _best_epoch(vals) != JUMPY.epochs
+    assert _best_epoch(vals) != SMALL_RUN.epochs
     assert summary["checkpoint_evidence"]["best"] is False
-    assert (summary["answer_checkpoint"], summary["answer_epoch"]) == ("last", JUMPY.epochs)
-    assert summary["val_miou"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert (summary["answer_checkpoint"], summary["answer_epoch"]) == ("last", SMALL_RUN.epochs)
+    assert summary["val_miou"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
     decision = json.loads((run / "decision.json").read_text())
-    assert decision["val_miou_argmax"] == pytest.approx(vals[JUMPY.epochs], abs=1e-9)
+    assert decision["val_miou_argmax"] == pytest.approx(vals[SMALL_RUN.epochs], abs=1e-9)
 
 
 def _data(n_val: int) -> SegData:
